@@ -1,0 +1,23 @@
+"""Errors the compiler reports to users as one line (the CLI prints them and exits 2)."""
+
+__all__ = ["CompileError", "UnsupportedError", "IFPError", "LinkError"]
+
+
+class CompileError(Exception):
+    """A model or option the compiler cannot handle; the message is one line for the user."""
+
+
+class UnsupportedError(CompileError):
+    """An ONNX node, op type or attribute outside what vdla supports."""
+
+    def __init__(self, node, op_type, what):
+        super().__init__(f"node {node!r} ({op_type}): {what}")
+        self.node, self.op_type, self.what = node, op_type, what
+
+
+class IFPError(CompileError):
+    """A corrupted, truncated or mismatched instruction frame package."""
+
+
+class LinkError(CompileError):
+    """An allocation the dynamic stage cannot satisfy (cores, region or segment too small)."""

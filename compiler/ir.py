@@ -1,0 +1,157 @@
+"""Quantized graph IR: what the ONNX front end produces and the tiler and golden model consume.
+
+All integers are already in the hardware's domain, so the layer reference
+(:mod:`vdla.sim.reference`) and the instruction stream compute bit-identical results:
+
+* activations are int8 with a per-tensor scale and zero point, batch 1, shape ``(C, H, W)``;
+* a window position outside the input reads ``pad_value`` (the input zero point for
+  convolution and average pooling, -128 for max pooling), exactly as the PE array does;
+* the accumulator is the plain int32 sum of products (Conv/Dense), the window maximum (max
+  pooling) or sum (average pooling), and ``Requant.bias`` already contains the zero-point
+  corrections (e.g. ``bias_onnx - zp_x * sum(w)``);
+* :class:`Requant` mirrors :class:`vdla.isa.PostParams` field for field.
+"""
+
+import dataclasses
+
+import numpy as np
+
+__all__ = ["Tensor", "Requant", "Conv", "Dense", "Pool", "Add", "Graph", "LAYER_KINDS"]
+
+
+@dataclasses.dataclass
+class Tensor:
+    """An int8 activation. ``onnx_shape`` is its shape in the ONNX graph (for model I/O)."""
+    name: str
+    shape: tuple            # (C, H, W)
+    scale: float
+    zero_point: int
+    onnx_shape: tuple = None
+
+    @property
+    def channels(self):
+        return self.shape[0]
+
+
+@dataclasses.dataclass
+class Requant:
+    """Per-output-channel post-processing; see :class:`vdla.isa.PostParams` for the formula."""
+    bias: np.ndarray        # int64 (K,), must fit int32
+    mult_a: np.ndarray      # int64 (K,), 0 <= m < 2**16
+    shift: np.ndarray       # int64 (K,), 0 <= s < 64
+    zp_out: int
+    lo: int = -128
+    hi: int = 127
+    mult_b: np.ndarray = None   # ADD only
+    zp_a: int = 0               # ADD only
+    zp_b: int = 0               # ADD only
+
+    def __post_init__(self):
+        k = len(self.bias)
+        if self.mult_b is None:
+            self.mult_b = np.zeros(k, np.int64)
+        for name in ("bias", "mult_a", "mult_b", "shift"):
+            setattr(self, name, np.asarray(getattr(self, name), np.int64).reshape(k))
+
+
+@dataclasses.dataclass
+class Conv:
+    """2-D convolution; ``groups`` is 1 or, for depthwise, equal to the input channels."""
+    name: str
+    input: str
+    output: str
+    weight: np.ndarray      # int8 (K, C // groups, kh, kw)
+    stride: int
+    pads: tuple             # (top, left, bottom, right)
+    pad_value: int
+    requant: Requant
+    groups: int = 1
+    kind = "conv"
+
+    @property
+    def kernel(self):
+        return self.weight.shape[2:]
+
+    @property
+    def depthwise(self):
+        return self.groups > 1
+
+
+@dataclasses.dataclass
+class Dense:
+    """Fully connected layer over the whole input tensor flattened in ONNX (C, H, W) order."""
+    name: str
+    input: str
+    output: str
+    weight: np.ndarray      # int8 (K, C*H*W)
+    requant: Requant
+    kind = "dense"
+
+
+@dataclasses.dataclass
+class Pool:
+    """Max or average pooling (global average pooling is a window of the whole input)."""
+    name: str
+    input: str
+    output: str
+    mode: str               # "max" or "avg"
+    kernel: tuple           # (kh, kw)
+    stride: int
+    pads: tuple             # (top, left, bottom, right)
+    pad_value: int
+    requant: Requant
+    kind = "pool"
+
+
+@dataclasses.dataclass
+class Add:
+    """Element-wise addition of two tensors of one shape, each with its own scale."""
+    name: str
+    a: str
+    b: str
+    output: str
+    requant: Requant        # mult_a/mult_b/zp_a/zp_b set, bias usually 0
+    kind = "add"
+
+
+LAYER_KINDS = (Conv, Dense, Pool, Add)
+
+
+def _inputs(layer):
+    return [layer.a, layer.b] if isinstance(layer, Add) else [layer.input]
+
+
+@dataclasses.dataclass
+class Graph:
+    """Layers in a topological order over named tensors; one input, one or more outputs."""
+    tensors: dict
+    layers: list
+    inputs: list
+    outputs: list
+    name: str = "model"
+
+    @staticmethod
+    def layer_inputs(layer):
+        return _inputs(layer)
+
+    def producer(self, tensor_name):
+        for layer in self.layers:
+            if layer.output == tensor_name:
+                return layer
+        return None
+
+    def validate(self):
+        """Check names, shapes and topological order; raise ValueError on the first problem."""
+        ready = set(self.inputs)
+        for layer in self.layers:
+            for name in _inputs(layer):
+                if name not in ready:
+                    raise ValueError(f"layer {layer.name}: input {name} is not produced earlier")
+            if layer.output in ready:
+                raise ValueError(f"layer {layer.name}: output {layer.output} written twice")
+            if layer.output not in self.tensors:
+                raise ValueError(f"layer {layer.name}: unknown output {layer.output}")
+            ready.add(layer.output)
+        for name in self.outputs:
+            if name not in ready:
+                raise ValueError(f"graph output {name} is never produced")

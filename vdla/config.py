@@ -1,0 +1,146 @@
+"""Accelerator configurations: one object parameterizes gateware, compiler and models.
+
+A :class:`Config` is passed explicitly everywhere; nothing global is set at import. The
+:meth:`Config.core_hash` covers what a compiled program depends on (ISA version, PE array,
+buffer depths, bus): an IFP records it and is refused by a core it was not compiled for. The
+number of cores and tenants is not part of it, because the dynamic stage re-targets a program
+to any number of cores.
+"""
+
+import dataclasses
+import hashlib
+import json
+
+from . import isa
+
+__all__ = ["Config", "CONFIGS", "get_config", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """An invalid or unknown configuration."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One accelerator configuration.
+
+    Parameters
+    ----------
+    name : str
+        Short name (``small``, ``ulx3s``, ``icebreaker``, ...).
+    cores, tenants : int
+        Size of the core pool and number of tenant register sets.
+    icp, ocp : int
+        PE array: input channels per cycle (equal to the channel block CB) x output channels.
+    ibuf_depth, obuf_depth : int
+        IBUF / OBUF (and ABUF) entries of CB channels each.
+    wbuf_depth : int
+        WBUF entries of one CB x CB weight block each.
+    pbuf_depth : int
+        PBUF entries (one output channel's post-processing parameters each).
+    imem_depth : int
+        Shared instruction memory, 128-bit words, for all tenants together.
+    bus_bits : int
+        AXI4 data width of each core's DMA master.
+    clock_mhz : float
+        Target clock, used to turn cycle counts into time in reports.
+    """
+    name: str
+    cores: int
+    tenants: int
+    icp: int
+    ocp: int
+    ibuf_depth: int
+    wbuf_depth: int
+    pbuf_depth: int
+    obuf_depth: int
+    imem_depth: int
+    bus_bits: int = 64
+    clock_mhz: float = 100.0
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type in (int, "int") and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{self.name}: {field.name} must be a positive integer, "
+                                  f"not {value!r}")
+        if self.icp % isa.WORD_BYTES:
+            raise ConfigError(f"{self.name}: icp must be a multiple of {isa.WORD_BYTES}, "
+                              f"not {self.icp}")
+        if self.icp % self.ocp:
+            raise ConfigError(f"{self.name}: ocp ({self.ocp}) must divide icp ({self.icp})")
+        if self.bus_bits not in (32, 64, 128, 256):
+            raise ConfigError(f"{self.name}: bus_bits must be 32, 64, 128 or 256, "
+                              f"not {self.bus_bits}")
+        limits = {
+            "ibuf_depth": isa.FIELDS["conv"]["ibuf_addr"][1],
+            "wbuf_depth": isa.FIELDS["conv"]["wbuf_addr"][1],
+            "pbuf_depth": isa.FIELDS["conv"]["pbuf_addr"][1],
+            "obuf_depth": isa.FIELDS["conv"]["obuf_addr"][1],
+        }
+        for name, bits in limits.items():
+            if getattr(self, name) > 1 << bits:
+                raise ConfigError(f"{self.name}: {name} {getattr(self, name)} exceeds the "
+                                  f"ISA's {bits}-bit address field")
+        if self.pbuf_depth % self.cb:
+            raise ConfigError(f"{self.name}: pbuf_depth must be a multiple of cb ({self.cb})")
+
+    @property
+    def cb(self):
+        """Channel block: int8 channels per IBUF/OBUF entry and per DRAM layout block."""
+        return self.icp
+
+    @property
+    def macs_per_cycle(self):
+        return self.icp * self.ocp
+
+    def core_fields(self):
+        """The parameters a compiled program depends on."""
+        return {
+            "isa": isa.ISA_VERSION, "icp": self.icp, "ocp": self.ocp,
+            "ibuf_depth": self.ibuf_depth, "wbuf_depth": self.wbuf_depth,
+            "pbuf_depth": self.pbuf_depth, "obuf_depth": self.obuf_depth,
+            "bus_bits": self.bus_bits,
+        }
+
+    def core_hash(self):
+        """Stable 16-hex-digit hash of :meth:`core_fields` (recorded in every IFP)."""
+        text = json.dumps(self.core_fields(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def full_hash(self):
+        """Stable hash of every field (identifies a bitstream / RTL build)."""
+        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+CONFIGS = {
+    # Fast RTL tests: small buffers so that tiling, chunking and multi-frame paths are exercised.
+    "small": Config(name="small", cores=4, tenants=4, icp=8, ocp=8,
+                    ibuf_depth=1024, wbuf_depth=128, pbuf_depth=256, obuf_depth=512,
+                    imem_depth=8192),
+    # ULX3S (ECP5-85F): 4 cores of 8x8 int8 MACs, ~290 KB of its 416 KB of block RAM.
+    "ulx3s": Config(name="ulx3s", cores=4, tenants=4, icp=8, ocp=8,
+                    ibuf_depth=2048, wbuf_depth=256, pbuf_depth=256, obuf_depth=512,
+                    imem_depth=4096),
+    # iCEBreaker (iCE40UP5K): one core on its 8 DSPs, 8 inputs x 1 output channel per cycle.
+    "icebreaker": Config(name="icebreaker", cores=1, tenants=2, icp=8, ocp=1,
+                         ibuf_depth=256, wbuf_depth=16, pbuf_depth=32, obuf_depth=128,
+                         imem_depth=512, clock_mhz=24.0),
+    # Data-centre card for the studies at scale (16 cores, as the reference design's pool).
+    "u200": Config(name="u200", cores=16, tenants=4, icp=8, ocp=8,
+                   ibuf_depth=8192, wbuf_depth=1024, pbuf_depth=1024, obuf_depth=4096,
+                   imem_depth=1 << 20, bus_bits=128, clock_mhz=200.0),
+}
+
+
+def get_config(name):
+    """Return the named configuration or raise :class:`ConfigError` listing the known ones."""
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise ConfigError(f"unknown configuration {name!r}; known: "
+                          f"{', '.join(sorted(CONFIGS))}") from None

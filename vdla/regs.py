@@ -1,0 +1,113 @@
+"""Register map of the accelerator's control interface (AXI4-Lite, 32-bit registers).
+
+The one definition of offsets, access and bit fields: the gateware decodes with it, the host
+driver and the dynamic stage address registers by name through it, and docs/registers.md is
+generated from it.
+
+Layout: a global block at 0, one block per tenant at ``TENANT_BASE + t*TENANT_STRIDE``, and the
+shared instruction memory as a window at ``IMEM_BASE`` (each 128-bit word as four 32-bit
+registers, least significant first). Wide counters are split into ``_LO``/``_HI`` halves.
+"""
+
+import dataclasses
+
+from amaranth.hdl import unsigned
+from amaranth.lib import data, enum
+
+__all__ = ["Fault", "Ctrl", "Status", "Register", "GLOBAL_REGS", "TENANT_REGS",
+           "TENANT_BASE", "TENANT_STRIDE", "IMEM_BASE", "tenant_offset", "imem_offset",
+           "register"]
+
+TENANT_BASE = 0x100
+TENANT_STRIDE = 0x40
+IMEM_BASE = 0x0100_0000
+
+
+class Fault(enum.Enum, shape=4):
+    """Why a tenant stopped. Faults are per tenant: the other tenants keep running."""
+    NONE = 0
+    ILLEGAL = 1     #: undefined opcode, illegal field value or dependency flag
+    SEGMENT = 2     #: a DMA extent outside the tenant's DRAM segment (nothing is moved)
+    BUFFER = 3      #: an on-chip buffer access outside the buffer
+    CORES = 4       #: program linked for another number of cores than the core mask holds
+    REGION = 5      #: instruction fetch outside the tenant's program region
+    DEADLOCK = 6    #: a dependency token that can never arrive (detected by the models)
+
+
+class Ctrl(data.Struct):
+    """CTRL (write): ``start`` runs RUNS inferences, ``stop`` halts at the next frame boundary,
+    ``clear`` resets STATUS and counters, ``irq_enable`` gates the done interrupt."""
+    start: 1
+    stop: 1
+    clear: 1
+    irq_enable: 1
+    reserved: unsigned(28)
+
+
+class Status(data.Struct):
+    """STATUS (read)."""
+    running: 1
+    done: 1
+    faulted: 1
+    stopped: 1
+    fault: Fault
+    fault_core: unsigned(8)
+    reserved: unsigned(16)
+
+
+@dataclasses.dataclass(frozen=True)
+class Register:
+    name: str
+    offset: int
+    access: str     # "r", "w", "rw"
+    doc: str
+    layout: object = None
+
+
+GLOBAL_REGS = (
+    Register("ID", 0x00, "r", "Constant 0x414C4456 ('VDLA' little-endian)."),
+    Register("ISA_VERSION", 0x04, "r", "vdla.isa.ISA_VERSION of the gateware."),
+    Register("CORE_HASH_LO", 0x08, "r", "Low 32 bits of Config.core_hash()."),
+    Register("CORE_HASH_HI", 0x0C, "r", "High 32 bits of Config.core_hash()."),
+    Register("CORES", 0x10, "r", "Number of physical cores."),
+    Register("TENANTS", 0x14, "r", "Number of tenant register blocks."),
+    Register("IMEM_DEPTH", 0x18, "r", "Instruction memory depth in 128-bit words."),
+    Register("IRQ_STATUS", 0x1C, "rw", "Bit t: tenant t finished or faulted; write 1 to clear."),
+)
+
+TENANT_REGS = (
+    Register("CTRL", 0x00, "w", "Start / stop / clear.", Ctrl),
+    Register("STATUS", 0x04, "r", "Running, done, fault code and faulting core.", Status),
+    Register("CORE_MASK", 0x08, "rw", "Physical cores owned; virtual core k is the k-th set bit."),
+    Register("PROG_BASE", 0x0C, "rw", "First instruction-memory word of the program region."),
+    Register("PROG_SIZE", 0x10, "rw", "Words in the program region; fetches past it fault."),
+    Register("SEG_BASE_LO", 0x14, "rw", "DRAM segment base address, low 32 bits."),
+    Register("SEG_BASE_HI", 0x18, "rw", "DRAM segment base address, high 32 bits."),
+    Register("SEG_SIZE_LO", 0x1C, "rw", "DRAM segment size in bytes, low 32 bits."),
+    Register("SEG_SIZE_HI", 0x20, "rw", "DRAM segment size in bytes, high 32 bits."),
+    Register("RUNS", 0x24, "rw", "Inferences per start (0: until stopped)."),
+    Register("INFERENCES", 0x28, "r", "Inferences completed since the last clear."),
+    Register("CYCLES_LO", 0x2C, "r", "Cycles spent running since the last clear, low half."),
+    Register("CYCLES_HI", 0x30, "r", "Cycles spent running, high half."),
+    Register("FAULT_PC", 0x34, "r", "Instruction-memory word of the faulting instruction."),
+)
+
+ID_VALUE = 0x414C4456
+
+
+def register(name, block=TENANT_REGS):
+    """Look a register up by name."""
+    for reg in block:
+        if reg.name == name:
+            return reg
+    raise KeyError(name)
+
+
+def tenant_offset(tenant, name):
+    """Byte address of a tenant register."""
+    return TENANT_BASE + tenant * TENANT_STRIDE + register(name).offset
+
+
+def imem_offset(word):
+    """Byte address of the first 32-bit lane of instruction-memory word ``word``."""
+    return IMEM_BASE + word * 16
