@@ -2,7 +2,7 @@
 
 Every instruction is one 128-bit word: a 4-bit :class:`Opcode`, 4 dependency flags
 (:class:`Deps`) and a 120-bit body whose layout depends on the opcode (:class:`Body`).
-The compiler encodes with :func:`encode` (``Insn.const(...).as_bits()``), the disassembler and
+The compiler encodes with :func:`encode` (bit-identical to ``Insn.const(...).as_bits()``), the disassembler and
 the golden model decode with :func:`decode` / :data:`FIELDS`, and the gateware switches on
 ``insn.opcode`` of a ``Signal(Insn)``.
 
@@ -352,7 +352,7 @@ def pack_fields(table, values):
     word = 0
     for name, value in values.items():
         off, width, is_signed = table[name]
-        value = int(value)
+        value = int(value.value if isinstance(value, enum.Enum) else value)
         lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if is_signed else (0, (1 << width) - 1)
         if not lo <= value <= hi:
             raise ValueError(f"field {name}={value} does not fit {width} bits")
