@@ -1,0 +1,221 @@
+"""The ``vdla`` command line: compile, quantize, link, disassemble, inspect and run models.
+
+Every user error is reported as one line on stderr with exit status 2; ``--help`` works on
+every command.
+"""
+
+import argparse
+import pathlib
+import sys
+import time
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """A problem with the user's input, reported as one line."""
+
+
+def _config(name):
+    from .config import ConfigError, get_config
+    try:
+        return get_config(name)
+    except ConfigError as error:
+        raise UserError(str(error)) from None
+
+
+def _read_program(path, config_name=None):
+    from .compiler.ifp import read_ifp
+    program = read_ifp(path)
+    config = _config(config_name or program.config)
+    if program.core_hash != config.core_hash():
+        raise UserError(f"{path}: compiled for configuration {program.config} "
+                        f"(core hash {program.core_hash}), not {config.name} "
+                        f"({config.core_hash()})")
+    return program, config
+
+
+def _load_npy(path):
+    import numpy as np
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (ValueError, OSError) as error:
+        raise UserError(f"{path}: not a readable .npy array ({error})") from None
+
+
+def cmd_compile(args):
+    from .compiler.frontend import load_model
+    from .compiler.ifp import write_ifp
+    from .compiler.static import compile_graph
+    config = _config(args.config)
+    start = time.perf_counter()
+    graph = load_model(args.model)
+    print(f"front end: {len(graph.layers)} layers from {args.model}", file=sys.stderr)
+    program = compile_graph(graph, config)
+    write_ifp(program, args.output)
+    elapsed = time.perf_counter() - start
+    size = pathlib.Path(args.output).stat().st_size
+    print(f"{args.output}: {len(program.layers)} layers, {len(program.frames)} frames, "
+          f"{len(program.code)} instructions, {size} bytes, segment {program.segment_size} "
+          f"bytes, config {config.name}, {elapsed:.2f} s")
+    return 0
+
+
+def cmd_quantize(args):
+    from .compiler.quantize import quantize_model
+    calib = _load_npy(args.calib)
+    quantize_model(args.model, calib, args.output)
+    print(f"{args.output}: int8 QDQ model calibrated on {len(calib)} samples")
+    return 0
+
+
+def cmd_link(args):
+    from .compiler.image import write_image
+    from .compiler.link import link
+    from .compiler.program import Allocation
+    program, config = _read_program(args.ifp, args.config)
+    allocation = Allocation(cores=args.cores, core_mask=args.core_mask, prog_base=args.prog_base,
+                            seg_base=args.seg_base)
+    start = time.perf_counter()
+    image = link(program, config, allocation)
+    elapsed = (time.perf_counter() - start) * 1e3
+    write_image(image, args.output)
+    print(f"{args.output}.bin/.hex/.json: {len(image.words)} words for {image.cores} cores, "
+          f"linked in {elapsed:.3f} ms")
+    return 0
+
+
+def cmd_disasm(args):
+    from .compiler.disasm import disassemble
+    program, _ = _read_program(args.ifp, args.config)
+    frames = None
+    if args.frame is not None:
+        if not 0 <= args.frame < len(program.frames):
+            raise UserError(f"frame {args.frame} out of range (0..{len(program.frames) - 1})")
+        frames = [args.frame]
+    for line in disassemble(program, frames):
+        print(line)
+    return 0
+
+
+def cmd_info(args):
+    program, config = _read_program(args.ifp, args.config)
+    cycles = int(program.frames["cycles"].sum())
+    print(f"model        {program.model}")
+    print(f"config       {program.config} (core hash {program.core_hash})")
+    print(f"layers       {len(program.layers)}")
+    print(f"frames       {len(program.frames)}")
+    print(f"instructions {len(program.code)}")
+    print(f"weights      {len(program.weights)} bytes")
+    print(f"segment      {program.segment_size} bytes")
+    print(f"estimate     {cycles} cycles on one core "
+          f"({cycles / config.clock_mhz / 1e3:.3f} ms at {config.clock_mhz:g} MHz)")
+    for tensor in program.tensors:
+        if tensor.role != "activation":
+            print(f"{tensor.role:<12} {tensor.name} {tuple(tensor.onnx_shape)} "
+                  f"scale={tensor.scale:.6g} zero_point={tensor.zero_point}")
+    return 0
+
+
+def cmd_run(args):
+    import numpy as np
+    from .sim.host import run_program
+    program, config = _read_program(args.ifp, args.config)
+    if args.backend != "iss":
+        raise UserError(f"backend {args.backend!r} is not available yet (only 'iss')")
+    if len(program.inputs) != 1 or len(program.outputs) != 1:
+        raise UserError("run takes models with one input and one output")
+    x = _load_npy(args.input).astype(np.float32)
+    tensor = program.tensor(program.inputs[0])
+    shape = tuple(tensor.onnx_shape)
+    if x.shape == shape[1:]:
+        x = x[None]
+    if x.shape[1:] != shape[1:]:
+        raise UserError(f"{args.input}: shape {x.shape} does not match the model input "
+                        f"{program.inputs[0]} {shape} (a batch of any size is accepted)")
+    outputs = []
+    for sample in x:
+        result = run_program(program, config, {tensor.name: sample[None]}, cores=args.cores)
+        outputs.append(result[program.outputs[0]])
+    y = np.concatenate(outputs, axis=0)
+    np.save(args.output, y)
+    print(f"{args.output}: {y.shape} float32 from {len(x)} inference(s) on {args.cores} "
+          f"core(s), backend {args.backend}")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="vdla", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("compile", help="static stage: QDQ ONNX model -> instruction frame package")
+    p.add_argument("model", help="int8 QDQ ONNX model")
+    p.add_argument("-o", "--output", required=True, help="IFP file to write")
+    p.add_argument("--config", default="small", help="accelerator configuration (default: small)")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("quantize", help="float ONNX + calibration data -> int8 QDQ ONNX (ORT)")
+    p.add_argument("model", help="float ONNX model")
+    p.add_argument("--calib", required=True, help=".npy array of calibration inputs")
+    p.add_argument("-o", "--output", required=True, help="QDQ ONNX model to write")
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("link", help="dynamic stage: IFP -> instruction-memory image for N cores")
+    p.add_argument("ifp")
+    p.add_argument("--cores", type=int, default=1, help="number of cores (default: 1)")
+    p.add_argument("--core-mask", type=lambda s: int(s, 0), default=None,
+                   help="physical cores as a bit mask (default: the lowest N)")
+    p.add_argument("--prog-base", type=int, default=0, help="first instruction-memory word")
+    p.add_argument("--seg-base", type=lambda s: int(s, 0), default=0, help="DRAM segment base")
+    p.add_argument("--config", help="configuration (default: the one the IFP was compiled for)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output stem: writes STEM.bin, STEM.hex and STEM.json")
+    p.set_defaults(func=cmd_link)
+
+    p = sub.add_parser("disasm", help="list the instructions of an IFP, frame by frame")
+    p.add_argument("ifp")
+    p.add_argument("--frame", type=int, help="only this frame")
+    p.add_argument("--config", help="configuration (default: the IFP's)")
+    p.set_defaults(func=cmd_disasm)
+
+    p = sub.add_parser("info", help="summary of an IFP: tensors, layers, frames, sizes")
+    p.add_argument("ifp")
+    p.add_argument("--config", help="configuration (default: the IFP's)")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("run", help="run an IFP on float32 .npy input(s), write float32 output")
+    p.add_argument("ifp")
+    p.add_argument("--input", required=True, help=".npy float32 in the model's input shape "
+                                                  "(a leading batch of any size is allowed)")
+    p.add_argument("--output", required=True, help=".npy file to write")
+    p.add_argument("--cores", type=int, default=1)
+    p.add_argument("--backend", choices=("iss", "rtl"), default="iss",
+                   help="iss: instruction-set simulator (golden model)")
+    p.add_argument("--config", help="configuration (default: the IFP's)")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv=None):
+    from .compiler.errors import CompileError
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (UserError, CompileError) as error:
+        print(f"vdla {args.command}: error: {error}", file=sys.stderr)
+    except FileNotFoundError as error:
+        print(f"vdla {args.command}: error: {error.filename}: no such file", file=sys.stderr)
+    except (IsADirectoryError, PermissionError) as error:
+        print(f"vdla {args.command}: error: {error.filename}: {error.strerror}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"vdla {args.command}: interrupted", file=sys.stderr)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
