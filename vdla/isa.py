@@ -18,6 +18,11 @@ Units of measure used throughout:
   :class:`PostParams` (16 bytes) per output channel. OBUF entries have an int32 twin, the
   accumulator ABUF, at the same index.
 
+Faults (:class:`vdla.regs.Fault`) stop only the tenant that caused them. An instruction that
+faults has no effect (a DMA's whole extent is checked before its first beat); instructions of
+the same frame before it may or may not have executed. When a tenant starts, the buffers of its
+cores are zeroed, so nothing of a core's previous owner can be read.
+
 Only this module and :mod:`vdla.config` are imported by every part of the project.
 """
 
@@ -148,7 +153,8 @@ class ConvFields(data.Struct):
 
     where X reads ``pad_value`` outside ``0 <= y < in_h``, ``0 <= x < in_w``. Without
     ``acc_final`` the sum goes back to ABUF; with it, OBUF receives
-    ``post(acc, PBUF[pbuf_addr + ob*CB + o])`` (see :class:`PostParams`).
+    ``post(acc, PBUF[pbuf_addr + ob*CB + o])`` (see :class:`PostParams`) and ABUF is left
+unchanged.
     ``out_h``, ``out_w``, ``n_ob`` >= 1.
     """
     ibuf_addr: unsigned(14)
@@ -174,7 +180,8 @@ class MiscFields(data.Struct):
     maximum (MAXPOOL) or the int32 sum (AVGPOOL) of the window's int8 values; OBUF receives
     ``post(acc, PBUF[pbuf_addr + cb*CB + lane])``.
     ADD: for every entry ``e < n_cb*out_h*out_w`` of the tiles at ``src_a`` and ``src_b``
-    (same layout as the output), OBUF receives ``post_add(A[e], B[e], PBUF[...])``.
+    (same layout as the output), OBUF receives ``post_add(A[e], B[e], PBUF[pbuf_addr + cb*CB +
+    lane])`` with ``cb = e // (out_h*out_w)``.
     ``src_b``, ``in_h``, ``in_w``, ``pad_top`` and ``pad_left`` are ignored by ADD.
     """
     func: MiscFunc
@@ -196,8 +203,10 @@ class FrameFields(data.Struct):
 
     The core waits until every unit is idle and every DRAM write of the previous frame is
     acknowledged, then clears the token queues and the SETUP state. ``frame`` is the index in the
-    IFP's frame table and ``layer`` its layer (for status and tracing). A tenant's stop request
-    takes effect here.
+    IFP's frame table and ``layer`` its layer (for status and tracing). Tokens a frame left
+    behind are discarded. LOAD, SAVE, SETUP, CONV and MISC are legal only inside a frame (after
+    a FRAME and before the next SYNC or END). A tenant's stop request takes effect at a frame
+    boundary.
     """
     frame: unsigned(32)
     layer: unsigned(16)

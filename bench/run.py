@@ -1,0 +1,113 @@
+"""Benchmarks: ``make bench`` (all) and ``make bench-compile`` (static + dynamic stage).
+
+Writes ``results.json`` and ``results.md`` into ``--out``. For every benchmark model of
+:mod:`vdla.compiler.zoo`: quantization through ONNX Runtime (cached), static compile time, link
+time p50/p99 over many repetitions, frames, instructions and IFP size.
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+MODELS = ("resnet18", "resnet50", "vgg16", "mobilenetv2")
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def quantized_model(name, size, cache):
+    """QDQ ONNX of a zoo model, quantized once with seeded calibration data and cached."""
+    from vdla.compiler import zoo
+    from vdla.compiler.quantize import quantize_model
+    import onnx
+    qdq = cache / f"{name}_{size}_qdq.onnx"
+    if qdq.exists():
+        return qdq
+    float_path = cache / f"{name}_{size}.onnx"
+    onnx.save(getattr(zoo, name)(size=size), float_path)
+    calib = np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32)
+    start = time.perf_counter()
+    quantize_model(float_path, calib, qdq)
+    log(f"  quantized {name} in {time.perf_counter() - start:.1f} s")
+    return qdq
+
+
+def bench_compile(name, size, config, cache, repeats, cores):
+    from vdla.compiler import ifp
+    from vdla.compiler.frontend import load_model
+    from vdla.compiler.link import link
+    from vdla.compiler.program import Allocation
+    from vdla.compiler.static import compile_graph
+    path = quantized_model(name, size, cache)
+    start = time.perf_counter()
+    graph = load_model(path)
+    program = compile_graph(graph, config)
+    compile_s = time.perf_counter() - start
+    data = ifp.dumps(program)
+    program = ifp.loads(data, config)
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        link(program, config, Allocation(cores=cores[i % len(cores)]))
+        times.append((time.perf_counter() - start) * 1e3)
+    times = np.array(times)
+    return {
+        "model": name, "input": size, "config": config.name,
+        "static_compile_s": round(compile_s, 3),
+        "link_ms_p50": round(float(np.percentile(times, 50)), 4),
+        "link_ms_p99": round(float(np.percentile(times, 99)), 4),
+        "link_cores": list(cores),
+        "frames": int(len(program.frames)),
+        "instructions": int(len(program.code)),
+        "ifp_bytes": len(data),
+        "layers": len(program.layers),
+        "estimated_cycles_1core": int(program.frames["cycles"].sum()),
+    }
+
+
+def markdown(results):
+    rows = ["| model | config | static_compile_s | link_ms_p50 | link_ms_p99 | frames | "
+            "instructions | ifp_bytes |", "|---|---|---|---|---|---|---|---|"]
+    for r in results.get("compile", []):
+        rows.append(f"| {r['model']} | {r['config']} | {r['static_compile_s']} | "
+                    f"{r['link_ms_p50']} | {r['link_ms_p99']} | {r['frames']} | "
+                    f"{r['instructions']} | {r['ifp_bytes']} |")
+    return "# vdla benchmarks\n\n## Static and dynamic compilation\n\n" + "\n".join(rows) + "\n"
+
+
+def main(argv=None):
+    from vdla.config import get_config
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="build/bench")
+    parser.add_argument("--only", choices=("compile",), help="run one section only")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--config", default="u200")
+    parser.add_argument("--repeats", type=int, default=1000)
+    args = parser.parse_args(argv)
+    out = pathlib.Path(args.out)
+    cache = out / "models"
+    cache.mkdir(parents=True, exist_ok=True)
+    config = get_config(args.config)
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results["compile"] = []
+    for name in args.models.split(","):
+        log(f"compile/link benchmark: {name} ({args.size}x{args.size}, {config.name})")
+        row = bench_compile(name, args.size, config, cache, args.repeats,
+                            cores=(1, 2, 4, config.cores))
+        log(f"  {row}")
+        results["compile"].append(row)
+    results_path.write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(markdown(results))
+    log(f"wrote {results_path} and {out / 'results.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,423 @@
+"""ONNX front end: an int8 QDQ model -> the quantized graph IR (:mod:`vdla.compiler.ir`).
+
+A QDQ model (as written by onnxruntime's ``quantize_static``) computes every layer in float
+between DequantizeLinear nodes and a QuantizeLinear. The front end takes each QuantizeLinear
+as the end of one IR layer and walks its input back through the float operators to the
+DequantizeLinear nodes of the layer's int8 operands::
+
+    DQ(x) --> main op --> [BatchNormalization, Add/Sub/Mul/Div by a constant]* --> [Relu, Clip]* --> Q
+              (Conv, Gemm, MatMul, Add of two activations, MaxPool, AveragePool, Global*Pool)
+
+Identity, Dropout and reshapes (Flatten, Reshape, Squeeze, Unsqueeze) may appear anywhere on
+the way. The affine operators are folded into the per-channel requantization, the clamps into
+its ``lo``/``hi``. A segment without a main op (``DQ -> Relu -> Q`` with new parameters, or a
+bare scale change) becomes a requantizing 1x1 max pooling, or a depthwise 1x1 convolution when
+it scales or shifts channels; one that changes nothing (a reshape between two identical
+quantizations) only gives the int8 tensor a second ONNX shape (a *view*).
+
+The IR input tensor carries the ONNX input's name, each output tensor the ONNX output's name,
+with the quantization of the QuantizeLinear after the input / the DequantizeLinear before the
+output, so a host maps float model I/O to IR tensors directly.
+"""
+
+import collections
+import os
+
+import numpy as np
+from onnx import TensorProto
+
+from . import ir
+from .errors import CompileError
+from .onnx_graph import PASS_THROUGH, RESHAPES, SUPPORTED_OPS, OnnxGraph, load_proto
+from .onnx_lower import Affine, Out
+from .onnx_main import MAIN_OPS, parse_main, requant_layer
+from .quant import clamp_range
+
+__all__ = ["load_model"]
+
+#: An int8 ONNX tensor as seen by its consumers: IR tensor name and ONNX shape (batch first).
+View = collections.namedtuple("View", "ir shape")
+_AFFINE_OPS = {"BatchNormalization", "Add", "Sub", "Mul", "Div"}
+_CLAMP_OPS = {"Relu", "Clip"}
+
+
+def load_model(model, name=None):
+    """Read an int8 QDQ ONNX model into an :class:`ir.Graph`.
+
+    Parameters
+    ----------
+    model : str, path-like or onnx.ModelProto
+        The QDQ model (batch 1 or a symbolic batch dimension).
+    name : str, optional
+        Graph name; defaults to the ONNX graph name or the file name.
+
+    Raises
+    ------
+    UnsupportedError
+        An operator, attribute or pattern outside what vdla supports (one-line message).
+    CompileError
+        Unreadable model, not a QDQ model, or parameters the hardware cannot represent.
+    """
+    proto = load_proto(model)
+    if name is None:
+        # A file name says more than the exporter's default graph name ("main_graph").
+        stem = None if hasattr(model, "graph") else \
+            os.path.splitext(os.path.basename(os.fspath(model)))[0]
+        name = stem or proto.graph.name or "model"
+    return _Frontend(proto).run(name)
+
+
+class _Frontend:
+    def __init__(self, proto):
+        self.g = OnnxGraph(proto)
+        self.tensors = {}
+        self.layers = []
+        self.views = {}
+        self.inputs = []
+        self._layer_names = collections.Counter()
+
+    # -- driver ------------------------------------------------------------------------------
+    def run(self, name):
+        self._check_ops()
+        self._read_input()
+        for node in self.g.nodes:
+            if node.op_type == "QuantizeLinear" and node.output[0] not in self.views \
+                    and self.g.const(node.input[0]) is None:
+                self._segment(node)
+        outputs = self._read_outputs()
+        graph = ir.Graph(self.tensors, self.layers, self.inputs, outputs, name)
+        _prune(graph)
+        try:
+            graph.validate()
+        except ValueError as exc:
+            raise CompileError(f"invalid graph after import: {exc}") from None
+        return graph
+
+    def _check_ops(self):
+        for node in self.g.nodes:
+            if node.domain not in ("", "ai.onnx"):
+                raise self.g.unsupported(node, f"operator domain {node.domain!r} is not "
+                                         f"supported (QDQ models use standard operators only)")
+            if node.op_type not in SUPPORTED_OPS:
+                raise self.g.unsupported(node, f"operator {node.op_type} is not supported")
+        if not any(n.op_type == "QuantizeLinear" for n in self.g.nodes):
+            raise CompileError("the model has no QuantizeLinear: it is not an int8 QDQ model; "
+                               "quantize it first (vdla.compiler.quantize.quantize_model)")
+
+    def _unique(self, name):
+        self._layer_names[name] += 1
+        count = self._layer_names[name]
+        return name if count == 1 else f"{name}_{count}"
+
+    # -- model input ---------------------------------------------------------------------------
+    def _read_input(self):
+        inits = {i.name for i in self.g.graph.initializer}
+        inputs = [i for i in self.g.graph.input if i.name not in inits]
+        if len(inputs) != 1:
+            raise CompileError(f"the model has {len(inputs)} inputs; exactly one is supported")
+        value = inputs[0]
+        if value.type.tensor_type.elem_type != TensorProto.FLOAT:
+            raise CompileError(f"input {value.name!r} is not float32; vdla expects a float "
+                               f"input followed by QuantizeLinear")
+        shape = self.g.value_shape(value)
+        if shape is None or shape[0] != 1 or len(shape) not in (2, 4):
+            raise CompileError(f"input {value.name!r} has shape "
+                               f"{_dims(value)}; expected [1, C, H, W] or [1, N] (batch 1)")
+        ir_shape = tuple(shape[1:]) if len(shape) == 4 else (shape[1], 1, 1)
+        params = None
+        for node in self.g.consumers.get(value.name, []):
+            if node.op_type != "QuantizeLinear":
+                raise self.g.unsupported(node, f"consumes the float model input "
+                                         f"{value.name!r}; only QuantizeLinear may")
+            node_params = self.g.act_params(node)
+            if params is not None and node_params != params:
+                raise self.g.unsupported(node, "the model input is quantized twice with "
+                                         "different parameters")
+            params = node_params
+            self.views[node.output[0]] = View(value.name, shape)
+        if params is None:
+            raise CompileError(f"input {value.name!r} is not quantized (no QuantizeLinear)")
+        self.tensors[value.name] = ir.Tensor(value.name, ir_shape, params[0], params[1], shape)
+        self.inputs.append(value.name)
+
+    # -- one QuantizeLinear: one layer ---------------------------------------------------------
+    def _walk(self, float_name, q_node):
+        """Float chain ending at ``float_name``: ``(main node or None, bottom view, post ops)``."""
+        post = []
+        name = float_name
+        while True:
+            node = self.g.producer.get(name)
+            if node is None:
+                raise self.g.unsupported(q_node, f"{name!r} is computed in float from the model "
+                                         f"input without QuantizeLinear")
+            op = node.op_type
+            if op == "DequantizeLinear":
+                return None, self._dq_view(node), post[::-1]
+            if op in PASS_THROUGH or op in RESHAPES or op in _CLAMP_OPS or \
+                    op == "BatchNormalization":
+                post.append(node)
+                name = node.input[0]
+            elif op in ("Add", "Sub", "Mul", "Div") and self._const_operand(node) is not None:
+                post.append(node)
+                name = node.input[1 - self._const_operand(node)]
+            elif op in MAIN_OPS:
+                return node, None, post[::-1]
+            elif op in _AFFINE_OPS:
+                raise self.g.unsupported(node, f"{op} of two activations is not supported")
+            else:
+                raise self.g.unsupported(node, f"operator {op} cannot produce a quantized "
+                                         f"activation here")
+
+    def _pass_through(self, node):
+        """Identity, or Dropout in inference mode (its mask output unused)."""
+        self.g.check_single_output(node)
+        training = self.g.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if node.op_type == "Dropout" and training is not None and bool(np.asarray(training)):
+            raise self.g.unsupported(node, "training_mode=True is not supported")
+
+    def _const_operand(self, node):
+        consts = [i for i in (0, 1) if self.g.const(node.input[i]) is not None]
+        return consts[0] if len(consts) == 1 else None
+
+    def _dq_view(self, dq):
+        source = dq.input[0]
+        if source not in self.views:
+            if self.g.const(source) is not None or source in {i.name for i in
+                                                              self.g.graph.initializer}:
+                raise self.g.unsupported(dq, "a constant is used where an activation is "
+                                         "expected")
+            raise self.g.unsupported(dq, f"{source!r} is not a quantized activation produced "
+                                     f"earlier in the graph")
+        view = self.views[source]
+        tensor = self.tensors[view.ir]
+        if self.g.act_params(dq) != (tensor.scale, tensor.zero_point):
+            raise self.g.unsupported(dq, "scale/zero point differ from the QuantizeLinear "
+                                     "that produced the tensor")
+        return view
+
+    def activation(self, float_name, user):
+        """View of the int8 activation behind a main op's float input (through reshapes)."""
+        reshapes = []
+        name = float_name
+        while True:
+            node = self.g.producer.get(name)
+            if node is None or node.op_type not in PASS_THROUGH | RESHAPES | {"DequantizeLinear"}:
+                raise self.g.unsupported(user, f"input {float_name!r} is not a quantized "
+                                         f"activation (DequantizeLinear output)")
+            if node.op_type == "DequantizeLinear":
+                view = self._dq_view(node)
+                break
+            if node.op_type in RESHAPES:
+                reshapes.append(node)
+            else:
+                self._pass_through(node)
+            name = node.input[0]
+        shape = view.shape
+        for node in reversed(reshapes):
+            shape = self._reshaped(node, shape, self.tensors[view.ir].shape)
+        return View(view.ir, shape)
+
+    def _reshaped(self, node, shape, ir_shape):
+        """Apply a reshaping node to a view; only layout-preserving results are accepted."""
+        self.g.check_single_output(node)
+        out = self.g.reshaped(node, shape)
+        c, h, w = ir_shape
+        if out in ((1, c * h * w), (1, c, h, w)) or (h == w == 1 and out == (1, c)):
+            return out
+        raise self.g.unsupported(node, f"reshape of {shape} to {out} is not supported "
+                                 f"(only flattening to (1, N))")
+
+    def _segment(self, q):
+        out_scale, out_zp = self.g.act_params(q)
+        main, bottom, post = self._walk(q.input[0], q)
+        if main is not None:
+            parsed = parse_main(self, main)
+            ir_shape, shape = parsed.ir_shape, parsed.shape
+        else:
+            ir_shape, shape = self.tensors[bottom.ir].shape, bottom.shape
+        affine = Affine.identity(ir_shape[0])
+        low, high, clamp_node = None, None, None
+        for node in post:
+            if node.op_type in PASS_THROUGH:
+                self._pass_through(node)
+            elif node.op_type in RESHAPES:
+                shape = self._reshaped(node, shape, ir_shape)
+            elif node.op_type in _CLAMP_OPS:
+                node_low, node_high = self._clamp(node)
+                low = node_low if low is None else max(low, node_low if node_low is not None
+                                                       else low)
+                high = node_high if high is None else min(high, node_high if node_high
+                                                          is not None else high)
+                clamp_node = node
+            else:
+                if clamp_node is not None:
+                    raise self.g.unsupported(node, f"follows {clamp_node.op_type} "
+                                             f"{self.g.name(clamp_node)!r}; it cannot be folded "
+                                             f"into the requantization")
+                affine = affine.then(*self._affine(node, shape, ir_shape))
+        self.g.check_single_output(q)
+        out = Out(out_scale, out_zp, *clamp_range(out_scale, out_zp, low, high))
+        name = q.output[0]
+        if main is None:
+            x = self.tensors[bottom.ir]
+            if affine.is_identity and (out.lo, out.hi) == (-128, 127) and \
+                    (x.scale, x.zero_point) == (out_scale, out_zp):
+                self.views[name] = View(bottom.ir, shape)     # a pure reshape: same bytes
+                return
+            where = next((n for n in post if n.op_type not in RESHAPES | PASS_THROUGH), q)
+            layer = requant_layer(self._unique(self.g.name(where)), where.op_type, x, name,
+                                  affine, out)
+        else:
+            layer = parsed.lower(self._unique(self.g.name(main)), name, affine, out)
+        self.tensors[name] = ir.Tensor(name, tuple(ir_shape), out_scale, out_zp, shape)
+        self.views[name] = View(name, shape)
+        self.layers.append(layer)
+
+    def _clamp(self, node):
+        """``(low, high)`` real bounds of a Relu or Clip (None where unbounded)."""
+        if node.op_type == "Relu":
+            return 0.0, None
+        self.g.check_attrs(node, {"min", "max"})
+        attrs = self.g.attrs(node)
+        bounds = []
+        for index, key in ((1, "min"), (2, "max")):
+            if len(node.input) > index and node.input[index]:
+                value = self.g.const(node.input[index])
+                if value is None:
+                    raise self.g.unsupported(node, f"{key} is not a constant")
+                bounds.append(float(np.asarray(value).reshape(-1)[0]))
+            else:
+                bounds.append(attrs.get(key))
+        return tuple(bounds)
+
+    def _affine(self, node, shape, ir_shape):
+        """Per-IR-channel ``(a, b)`` of BatchNormalization or an operator with a constant."""
+        op = node.op_type
+        if op == "BatchNormalization":
+            self.g.check_attrs(node, {"epsilon", "momentum", "spatial", "training_mode"})
+            attrs = self.g.attrs(node)
+            if attrs.get("training_mode", 0):
+                raise self.g.unsupported(node, "training_mode=1 is not supported")
+            self.g.check_single_output(node)
+            params = [self.g.const(n) for n in node.input[1:5]]
+            if len(params) != 4 or any(p is None for p in params):
+                raise self.g.unsupported(node, "scale, bias, mean and variance must be constants")
+            gamma, beta, mean, var = (np.asarray(p, np.float64).reshape(-1) for p in params)
+            a = gamma / np.sqrt(var + attrs.get("epsilon", 1e-5))
+            b = beta - mean * a
+            bshape = (1, -1) + (1,) * (len(shape) - 2)
+            a_full, b_full = a.reshape(bshape), b.reshape(bshape)
+        else:
+            index = self._const_operand(node)
+            c = np.asarray(self.g.const(node.input[index]), np.float64)
+            if op == "Add":
+                a_full, b_full = np.ones(1), c
+            elif op == "Sub":
+                a_full, b_full = (np.ones(1), -c) if index == 1 else (-np.ones(1), c)
+            elif op == "Mul":
+                a_full, b_full = c, np.zeros(1)
+            elif index == 1:
+                a_full, b_full = 1.0 / c, np.zeros(1)
+            else:
+                raise self.g.unsupported(node, "division by an activation is not supported")
+        return (self._per_channel(node, a_full, shape, ir_shape),
+                self._per_channel(node, b_full, shape, ir_shape))
+
+    def _per_channel(self, node, value, shape, ir_shape):
+        try:
+            full = np.broadcast_to(value, shape)
+        except ValueError:
+            raise self.g.unsupported(node, f"constant of shape {np.shape(value)} does not "
+                                     f"broadcast to the activation {shape}") from None
+        full = full.reshape(ir_shape)
+        per_channel = full[:, :1, :1]
+        if not np.all(full == per_channel):
+            raise self.g.unsupported(node, "constant varies within a channel; only per-channel "
+                                     "constants can be folded")
+        return per_channel.reshape(-1).copy()
+
+    # -- model outputs -------------------------------------------------------------------------
+    def _read_outputs(self):
+        names, claimed = [], set(self.inputs)
+        for value in self.g.graph.output:
+            view = self._output_view(value.name)
+            declared = self.g.value_shape(value)
+            if declared is not None and tuple(declared) != tuple(view.shape):
+                raise CompileError(f"output {value.name!r}: declared shape {declared} differs "
+                                   f"from the computed {view.shape}")
+            source = view.ir
+            if source in claimed:
+                # The same int8 tensor is already the input or another output: give this
+                # output its own copy so every ONNX output maps to one IR tensor.
+                tensor = self.tensors[source]
+                out = Out(tensor.scale, tensor.zero_point)
+                self.layers.append(requant_layer(self._unique(f"copy_{value.name}"), "Identity",
+                                                 tensor, value.name, Affine.identity(
+                                                     tensor.shape[0]), out))
+                self.tensors[value.name] = ir.Tensor(value.name, tensor.shape, tensor.scale,
+                                                     tensor.zero_point)
+            else:
+                _rename(self, source, value.name)
+            self.tensors[value.name].onnx_shape = tuple(view.shape)
+            claimed.add(value.name)
+            names.append(value.name)
+        return names
+
+    def _output_view(self, name):
+        if name in self.views:
+            return self.views[name]
+        reshapes = []
+        current = name
+        while True:
+            node = self.g.producer.get(current)
+            if node is None:
+                raise CompileError(f"output {name!r} is the float model input itself")
+            if node.op_type == "DequantizeLinear":
+                view = self._dq_view(node)
+                break
+            if node.op_type not in PASS_THROUGH | RESHAPES:
+                raise self.g.unsupported(node, f"output {name!r} is computed in float after "
+                                         f"the last DequantizeLinear; it must be quantized")
+            if node.op_type in RESHAPES:
+                reshapes.append(node)
+            else:
+                self._pass_through(node)
+            current = node.input[0]
+        shape = view.shape
+        for node in reversed(reshapes):
+            shape = self._reshaped(node, shape, self.tensors[view.ir].shape)
+        return View(view.ir, shape)
+
+
+def _dims(value):
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+            for d in value.type.tensor_type.shape.dim]
+
+
+def _rename(front, old, new):
+    """Rename IR tensor ``old`` to ``new`` everywhere (tensors, layers, views)."""
+    if old == new:
+        return
+    tensor = front.tensors.pop(old)
+    tensor.name = new
+    front.tensors[new] = tensor
+    for layer in front.layers:
+        for field in ("input", "output", "a", "b"):
+            if getattr(layer, field, None) == old:
+                setattr(layer, field, new)
+    for key, view in front.views.items():
+        if view.ir == old:
+            front.views[key] = View(new, view.shape)
+
+
+def _prune(graph):
+    """Drop layers and tensors that no graph output depends on."""
+    needed = set(graph.outputs)
+    kept = []
+    for layer in reversed(graph.layers):
+        if layer.output in needed:
+            kept.append(layer)
+            needed.update(ir.Graph.layer_inputs(layer))
+    graph.layers = kept[::-1]
+    graph.tensors = {name: t for name, t in graph.tensors.items()
+                     if name in needed or name in graph.inputs}

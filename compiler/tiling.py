@@ -1,0 +1,351 @@
+"""Per-layer tiling: how a layer's output is cut into tiles, chunks and frames.
+
+Two schemes cover Conv, depthwise Conv, Dense (a 1x1 convolution over one pixel) and Pool:
+
+* **weight-stationary** (``mode "A"``): a frame owns ``F`` output channel blocks, whose
+  weights and post-processing parameters are loaded once, and ``m`` spatial tiles. Per tile
+  the input (all input channel blocks; for depthwise/pooling the blocks of each output chunk)
+  goes to alternating IBUF halves; each output chunk of ``n_ob`` blocks is computed in one
+  CONV / MISC into alternating OBUF halves and saved.
+* **output-stationary** (``mode "B"``): a frame owns one spatial tile and ``F`` output blocks,
+  whose outputs stay in OBUF (ABUF) while input channel chunks of ``n_icg`` blocks stream
+  through IBUF halves and weight chunks ``n_ob`` x ``n_icg`` through WBUF halves, summed with
+  ``acc_init`` / ``acc_final``. Used when the weights do not fit WBUF (big convolutions,
+  fully connected layers).
+
+Candidates of both schemes are ranked by :func:`vdla.compiler.cost.layer_cost` of the
+estimated frame cycles, which trades DMA traffic (a row split reloads weights, a channel split
+reloads input), frame overhead and the spread of a layer's frames over up to 16 cores.
+Element-wise Add is planned by :func:`plan_add`.
+"""
+
+import dataclasses
+
+from vdla import isa
+
+from .cost import estimate_cycles, layer_cost
+from .errors import CompileError
+from .layout import blocks
+
+__all__ = ["Geometry", "Tile", "Plan", "AddPlan", "geometry", "tile_at", "plan_layer",
+           "conv_frames", "plan_add", "MAX_HW"]
+
+_CONV = isa.FIELDS["conv"]
+MAX_HW = (1 << _CONV["out_h"][1]) - 1           # out_h/out_w/in_h/in_w field limit
+MAX_PAD = (1 << _CONV["pad_top"][1]) - 1
+MAX_NOB = (1 << _CONV["n_ob"][1]) - 1
+MAX_ICG = (1 << isa.FIELDS["setup"]["n_icg"][1]) - 1
+MAX_STRIDE = (1 << isa.FIELDS["setup"]["stride"][1]) - 1
+MAX_KERNEL = (1 << isa.FIELDS["setup"]["kh"][1]) - 1
+
+
+@dataclasses.dataclass
+class Geometry:
+    """A layer as the tiler sees it (channel counts in CB blocks)."""
+    kind: str               # "conv", "dw", "pool" or "dense" (a 1x1 conv over one pixel)
+    icb: int                # input channel blocks (dense: blocks of the flattened input)
+    kb: int                 # output channel blocks
+    H: int
+    W: int
+    OH: int
+    OW: int
+    kh: int
+    kw: int
+    stride: int
+    pad_top: int
+    pad_left: int
+    pad_value: int
+
+    @property
+    def reduces(self):
+        """True when each output block sums over all input blocks (Conv, Dense)."""
+        return self.kind in ("conv", "dense")
+
+    def span_h(self, th):
+        return min(self.H, (th - 1) * self.stride + self.kh)
+
+    def span_w(self, tw):
+        return min(self.W, (tw - 1) * self.stride + self.kw)
+
+
+@dataclasses.dataclass
+class Tile:
+    """An output tile and the stored input rows/columns it reads."""
+    oy0: int
+    th: int
+    ox0: int
+    tw: int
+    y0: int
+    in_h: int
+    x0: int
+    in_w: int
+    pad_top: int
+    pad_left: int
+
+
+@dataclasses.dataclass
+class Plan:
+    mode: str               # "A" (weight-stationary) or "B" (output-stationary)
+    F: int                  # output blocks per frame
+    th: int
+    tw: int
+    n_ob: int               # output blocks per chunk
+    n_icg: int              # input blocks per chunk (mode B)
+    m: int                  # tiles per frame (mode A)
+    cost: float = 0.0
+
+
+@dataclasses.dataclass
+class AddPlan:
+    """Element-wise add: each plane of ``H*W`` entries is viewed as ``ph`` x ``pw``."""
+    ph: int
+    pw: int
+    chunks: list            # [(block, n_blocks, row, n_rows)], rows of the ph x pw view
+    frames: list            # [[chunk index, ...]]
+
+
+def _fail(layer, what):
+    raise CompileError(f"layer {layer}: {what}")
+
+
+def geometry(layer, graph, cb):
+    """:class:`Geometry` of an IR Conv / Dense / Pool; raises CompileError if unsupported."""
+    kind = layer.kind
+    c, h, w = graph.tensors[layer.input].shape
+    k, oh, ow = graph.tensors[layer.output].shape
+    if kind == "dense":
+        if (oh, ow) != (1, 1) or layer.weight.shape != (k, c * h * w):
+            _fail(layer.name, f"dense weight {layer.weight.shape} does not match "
+                              f"input {(c, h, w)} and output {(k, oh, ow)}")
+        return Geometry("dense", blocks(c, cb) * h * w, blocks(k, cb), 1, 1, 1, 1, 1, 1, 1,
+                        0, 0, 0)
+    if kind == "conv":
+        kh, kw = layer.kernel
+        if layer.depthwise:
+            if not (layer.groups == c == k and layer.weight.shape[1] == 1):
+                _fail(layer.name, f"grouped convolution with groups={layer.groups} is only "
+                                  f"supported as depthwise (groups = channels = {c})")
+            kind = "dw"
+        elif layer.weight.shape[:2] != (k, c):
+            _fail(layer.name, f"weight {layer.weight.shape} does not match {c} -> {k} channels")
+    else:
+        kh, kw = layer.kernel
+        if k != c:
+            _fail(layer.name, f"pooling changes channels {c} -> {k}")
+    top, left, bottom, right = layer.pads
+    s = layer.stride
+    if not (1 <= s <= MAX_STRIDE and 1 <= kh <= MAX_KERNEL and 1 <= kw <= MAX_KERNEL):
+        _fail(layer.name, f"kernel {kh}x{kw} / stride {s} outside the ISA's range")
+    if max(top, left) > MAX_PAD or min(layer.pads) < 0:
+        _fail(layer.name, f"pads {tuple(layer.pads)} outside 0..{MAX_PAD}")
+    if bottom >= kh or right >= kw:
+        _fail(layer.name, f"bottom/right padding {bottom}/{right} must be smaller than the "
+                          f"kernel {kh}x{kw}")
+    if (oh, ow) != ((h + top + bottom - kh) // s + 1, (w + left + right - kw) // s + 1):
+        _fail(layer.name, f"output {(oh, ow)} does not match input {(h, w)}, kernel "
+                          f"{(kh, kw)}, stride {s}, pads {tuple(layer.pads)}")
+    return Geometry(kind, blocks(c, cb), blocks(k, cb), h, w, oh, ow, kh, kw, s, top, left,
+                    layer.pad_value)
+
+
+def tile_at(g, oy0, th, ox0, tw):
+    """The tile of output rows ``oy0..oy0+th`` and columns ``ox0..ox0+tw``."""
+    def axis(o0, t, k, pad, n):
+        lo = o0 * g.stride - pad
+        hi = (o0 + t - 1) * g.stride - pad + k
+        start = max(lo, 0)
+        return start, min(hi, n) - start, start - lo
+    y0, in_h, pt = axis(oy0, th, g.kh, g.pad_top, g.H)
+    x0, in_w, pl = axis(ox0, tw, g.kw, g.pad_left, g.W)
+    return Tile(oy0, th, ox0, tw, y0, in_h, x0, in_w, pt, pl)
+
+
+def _grid(n, t):
+    return [(o, min(t, n - o)) for o in range(0, n, t)]
+
+
+def conv_frames(g, plan):
+    """Frames of a plan: ``[(first output block, blocks, [Tile, ...])]``."""
+    tiles = [tile_at(g, oy, th, ox, tw) for oy, th in _grid(g.OH, plan.th)
+             for ox, tw in _grid(g.OW, plan.tw)]
+    per = plan.m if plan.mode == "A" else 1
+    return [(ob, nob, tiles[t:t + per]) for ob, nob in _grid(g.kb, plan.F)
+            for t in range(0, len(tiles), per)]
+
+
+def _balanced(n, limit):
+    """Largest balanced chunk size <= limit: ``ceil(n / ceil(n / limit))``."""
+    if limit < 1:
+        return 0
+    return -(-n // -(-n // limit))
+
+
+def _splits(n, limit, extra=(1, 2, 4, 8, 16)):
+    """Chunk sizes to try for ``n`` items with at most ``limit`` per chunk."""
+    if limit < 1:
+        return []
+    base = -(-n // min(limit, n))
+    counts = {base, base + 1} | {base * e for e in extra}
+    return sorted({-(-n // c) for c in counts if c <= n}, reverse=True)
+
+
+def _max_fit(hi, fits):
+    """Largest ``v`` in ``1..hi`` with ``fits(v)`` (monotone), or 0."""
+    lo = 0
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _tile_limits(g):
+    th_lim = min(g.OH, MAX_HW, (MAX_HW - g.kh) // g.stride + 1 if g.H > MAX_HW else MAX_HW)
+    tw_lim = min(g.OW, MAX_HW, (MAX_HW - g.kw) // g.stride + 1 if g.W > MAX_HW else MAX_HW)
+    return max(th_lim, 1), max(tw_lim, 1)
+
+
+def _frame_cycles(cfg, compute, words, n_dma, n_compute):
+    return estimate_cycles(cfg, compute, words, 2 + n_dma + n_compute, n_dma)
+
+
+def _candidates_a(g, cfg):
+    cb, ew, bw = cfg.cb, cfg.cb // 8, cfg.cb * cfg.cb // 8
+    kk = g.kh * g.kw
+    wper = kk * g.icb if g.reduces else kk if g.kind == "dw" else 0
+    f_lim = min(g.kb, cfg.pbuf_depth // cb, MAX_NOB, cfg.wbuf_depth // wper if wper else g.kb)
+    if g.reduces and g.icb > MAX_ICG:
+        return
+    # PE cycles per output pixel and block.
+    mac = kk if g.kind == "pool" else (cfg.cb // cfg.ocp) * (wper if g.reduces else kk)
+    th_lim, tw_lim = _tile_limits(g)
+    ib, ob = cfg.ibuf_depth, cfg.obuf_depth
+    for F in _splits(g.kb, f_lim):
+        for tw in _splits(g.OW, tw_lim, (1, 2, 4)):
+            iw = g.span_w(tw)
+            for single in (True, False):
+                icap = ib if single else ib // 2
+                ocap = ob if single else ob // 2
+                if g.reduces:
+                    fits = lambda th: g.icb * g.span_h(th) * iw <= icap and th * tw <= ocap
+                else:
+                    fits = lambda th: g.span_h(th) * iw <= icap and th * tw <= ocap
+                th_max = _max_fit(th_lim, fits)
+                for th in _splits(g.OH, th_max):
+                    ih = g.span_h(th)
+                    n_ob = min(F, ocap // (th * tw))
+                    if not g.reduces:
+                        n_ob = min(n_ob, icap // (ih * iw))
+                    if single and n_ob < F:
+                        continue
+                    n_ob = _balanced(F, n_ob)
+                    nj = -(-F // n_ob)
+                    ntiles = -(-g.OH // th) * -(-g.OW // tw)
+                    in_words = (g.icb if g.reduces else F) * ih * iw * ew
+                    per_tile = (th * tw * F * mac, in_words + F * th * tw * ew,
+                                (1 if g.reduces else nj) + nj, nj)
+                    fixed_words = F * wper * bw + F * cb * 2
+                    for m in ([1] if single else _splits(ntiles, ntiles, (1, 2, 4, 8, 16, 32))):
+                        if m > 1 and g.reduces and g.icb * ih * iw > ib // 2:
+                            continue
+                        fc = _frame_cycles(cfg, m * per_tile[0], fixed_words + m * per_tile[1],
+                                           2 + m * per_tile[2], m * per_tile[3])
+                        n_frames = -(-g.kb // F) * -(-ntiles // m)
+                        yield Plan("A", F, th, tw, n_ob, g.icb, m, layer_cost(n_frames, fc))
+
+
+def _candidates_b(g, cfg):
+    cb, ew, bw = cfg.cb, cfg.cb // 8, cfg.cb * cfg.cb // 8
+    kk = g.kh * g.kw
+    f_lim = min(g.kb, cfg.pbuf_depth // cb, MAX_NOB)
+    th_lim, tw_lim = _tile_limits(g)
+    ib, wb = cfg.ibuf_depth, cfg.wbuf_depth
+    if kk > wb // 2:
+        return
+    for F in _splits(g.kb, f_lim):
+        for tw in _splits(g.OW, tw_lim, (1, 2, 4)):
+            iw = g.span_w(tw)
+            fits = lambda th: th * tw * F <= cfg.obuf_depth and g.span_h(th) * iw <= ib // 2
+            for th in _splits(g.OH, _max_fit(th_lim, fits)):
+                ih = g.span_h(th)
+                single = g.icb * ih * iw <= ib and F * kk * g.icb <= wb and g.icb <= MAX_ICG
+                if single:
+                    n_icg, n_ob = g.icb, F
+                else:
+                    # Weight chunks go to WBUF halves; input chunks to IBUF halves unless
+                    # the whole input tile fits and stays.
+                    n_icg = min(g.icb, (wb // 2) // kk, MAX_ICG)
+                    if n_icg < g.icb or g.icb * ih * iw > ib:
+                        n_icg = min(n_icg, (ib // 2) // (ih * iw))
+                    n_icg = _balanced(g.icb, n_icg)
+                    n_ob = _balanced(F, min(F, (wb // 2) // (kk * n_icg)))
+                ni = -(-g.icb // n_icg)
+                nj = -(-F // n_ob)
+                words = ((g.icb * ih * iw + F * th * tw) * ew + F * kk * g.icb * bw
+                         + F * cb * 2)
+                fc = _frame_cycles(cfg, th * tw * F * kk * g.icb * (cb // cfg.ocp), words,
+                                   1 + ni + ni * nj + nj, ni * nj + 1)
+                n_frames = -(-g.kb // F) * -(-g.OH // th) * -(-g.OW // tw)
+                yield Plan("B", F, th, tw, n_ob, n_icg, 1, layer_cost(n_frames, fc))
+
+
+def plan_layer(name, g, cfg):
+    """Best :class:`Plan` for a Conv / Dense / Pool geometry; CompileError if none fits."""
+    cands = list(_candidates_a(g, cfg))
+    if g.reduces:
+        cands += list(_candidates_b(g, cfg))
+    if not cands:
+        _fail(name, f"cannot be tiled for configuration {cfg.name!r} (kernel {g.kh}x{g.kw}, "
+                    f"{g.icb} input / {g.kb} output channel blocks, input {g.H}x{g.W}: "
+                    f"IBUF {cfg.ibuf_depth}, WBUF {cfg.wbuf_depth}, OBUF {cfg.obuf_depth} "
+                    f"entries are too small)")
+    return min(cands, key=lambda p: p.cost)
+
+
+def _plane_view(n):
+    """``(ph, pw)`` with ``ph * pw == n`` and the widest ``pw <= MAX_HW``."""
+    for pw in range(min(n, MAX_HW), 0, -1):
+        if n % pw == 0:
+            return n // pw, pw
+    return n, 1
+
+
+def plan_add(name, shape, cfg):
+    """Chunks and frames of an element-wise Add over a ``(C, H, W)`` tensor."""
+    cb, ew = cfg.cb, cfg.cb // 8
+    nb = blocks(shape[0], cb)
+    ph, pw = _plane_view(shape[1] * shape[2])
+    pb = min(cfg.pbuf_depth // cb, MAX_NOB)
+
+    def chunking(cap):
+        # Whole planes when they fit (and the view's rows fit their field), else row bands.
+        if ph <= MAX_HW and ph * pw <= cap:
+            per = min(pb, cap // (ph * pw))
+            return [(b, min(per, nb - b), 0, ph) for b in range(0, nb, per)]
+        rows = min(MAX_HW, cap // pw)
+        if rows < 1:
+            return None
+        return [(b, 1, r, min(rows, ph - r)) for b in range(nb) for r in range(0, ph, rows)]
+
+    chunks = chunking(min(cfg.ibuf_depth // 2, cfg.obuf_depth))
+    if len(chunks or ()) > 1:
+        chunks = chunking(min(cfg.ibuf_depth // 4, cfg.obuf_depth // 2))
+    if not chunks:
+        _fail(name, f"cannot be tiled for configuration {cfg.name!r}")
+    best = None
+    for k in _splits(len(chunks), len(chunks), (1, 2, 4, 8, 16, 32, 64)):
+        entries = sum(n * r for _, n, _, r in chunks[:k]) * pw
+        fc = _frame_cycles(cfg, entries, 3 * entries * ew + pb * cb * 2, 3 * k + 1, k)
+        cost = layer_cost(-(-len(chunks) // k), fc)
+        if best is None or cost < best[0]:
+            best = (cost, k)
+    frames, cur = [], []
+    for i, (b, n, _, _) in enumerate(chunks):
+        if cur and (len(cur) == best[1] or b + n - chunks[cur[0]][0] > pb):
+            frames.append(cur)
+            cur = []
+        cur.append(i)
+    frames.append(cur)
+    return AddPlan(ph, pw, chunks, frames)

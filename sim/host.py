@@ -1,0 +1,237 @@
+"""Synchronous host driver over the instruction-set simulator.
+
+A :class:`Host` owns a :class:`~vdla.sim.iss.Machine`; :meth:`Host.tenant` hands out
+:class:`TenantHandle` objects, each confined to its own tenant registers, instruction-memory
+region and DRAM segment (the handle refuses anything outside them, and the host refuses
+handles whose regions, segments or core masks overlap). The same driver API is what the RTL
+testbenches use over the real bus.
+
+Conveniences: :func:`run_program_int` (int8 tensors in, int8 tensors out) and
+:func:`run_program` (float tensors in ONNX shapes, quantized and dequantized like ONNX
+QuantizeLinear / DequantizeLinear).
+"""
+
+import dataclasses
+
+import numpy as np
+
+from vdla.compiler import layout
+from vdla.compiler.link import link
+from vdla.compiler.program import Allocation
+from .iss import Machine
+
+__all__ = ["Host", "TenantHandle", "HostError", "run_program_int", "run_program",
+           "quantize", "dequantize"]
+
+
+class HostError(RuntimeError):
+    """Misuse of the driver, or a run that ended in a fault (one-line message)."""
+
+
+def _overlap(a0, a1, b0, b1):
+    return a0 < b1 and b0 < a1
+
+
+class TenantHandle:
+    """One tenant's view of the machine: its registers, region and segment only.
+
+    Created by :meth:`Host.tenant`; ``allocation`` fixes the core mask, region and segment
+    (``prog_size`` / ``seg_size`` left as None are sized by the first :meth:`load`).
+    """
+
+    def __init__(self, host, index, allocation):
+        self.host, self.index = host, index
+        self.allocation = dataclasses.replace(allocation)
+        self.program = None
+        self.image = None
+
+    # The handle's confinement: every access goes through these checks.
+    def _segment_range(self, offset, nbytes):
+        size = self.allocation.seg_size
+        if offset < 0 or size is None or offset + nbytes > size:
+            raise HostError(f"tenant {self.index}: bytes {offset}..{offset + nbytes} are "
+                            f"outside its DRAM segment of {size} bytes")
+        base = self.allocation.seg_base + offset
+        return base, base + nbytes
+
+    def write_segment(self, offset, data):
+        """Write bytes at a segment-relative offset."""
+        data = np.frombuffer(bytes(data), np.uint8) if not isinstance(data, np.ndarray) else \
+            np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        lo, hi = self._segment_range(offset, len(data))
+        self.host.machine.dram[lo:hi] = data
+
+    def read_segment(self, offset, nbytes):
+        lo, hi = self._segment_range(offset, nbytes)
+        return self.host.machine.dram[lo:hi].copy()
+
+    def load(self, program):
+        """Link ``program`` for this tenant and write its region, registers and weights."""
+        alloc = self.allocation
+        if alloc.seg_size is None:
+            alloc.seg_size = program.segment_size
+        image = link(program, self.host.config, alloc)
+        if alloc.prog_size is None:
+            alloc.prog_size = image.registers["PROG_SIZE"]
+        self.host._check_disjoint(self)
+        machine = self.host.machine
+        if alloc.seg_base + alloc.seg_size > len(machine.dram):
+            raise HostError(f"tenant {self.index}: segment 0x{alloc.seg_base:x}+"
+                            f"0x{alloc.seg_size:x} exceeds the machine's {len(machine.dram)} "
+                            f"bytes of DRAM")
+        machine.write_imem(alloc.prog_base, image.words)
+        for name, value in image.registers.items():
+            machine.write_reg(self.index, name, value)
+        self.write_segment(0, np.frombuffer(program.weights, np.uint8))
+        self.program, self.image = program, image
+        return image
+
+    def _tensor(self, name):
+        if self.program is None:
+            raise HostError(f"tenant {self.index}: no program loaded")
+        try:
+            return self.program.tensor(name)
+        except KeyError:
+            raise HostError(f"tenant {self.index}: program {self.program.model!r} has no "
+                            f"tensor {name!r}") from None
+
+    def write_input(self, name, x):
+        """Write an int8 ``(C, H, W)`` tensor in the blocked layout at its segment offset."""
+        entry = self._tensor(name)
+        x = np.asarray(x)
+        if x.dtype != np.int8 or x.shape != tuple(entry.shape):
+            raise HostError(f"input {name}: expected int8 {tuple(entry.shape)}, "
+                            f"got {x.dtype} {x.shape}")
+        data = layout.to_blocked(x, self.host.config.cb)
+        if len(data) > entry.size:
+            raise HostError(f"input {name}: {len(data)} bytes do not fit its {entry.size}")
+        self.write_segment(entry.offset, data)
+
+    def read_output(self, name):
+        """Read a tensor back as int8 ``(C, H, W)``."""
+        entry = self._tensor(name)
+        return layout.from_blocked(self.read_segment(entry.offset, entry.size), entry.shape,
+                                   self.host.config.cb)
+
+    def start(self):
+        self.host.machine.start(self.index)
+
+    def stop(self):
+        self.host.machine.stop(self.index)
+
+    def status(self):
+        return self.host.machine.status(self.index)
+
+    def read_reg(self, name):
+        return self.host.machine.read_reg(self.index, name)
+
+    def check(self):
+        """Raise :class:`HostError` if the tenant faulted or did not finish."""
+        st = self.status()
+        if st["faulted"]:
+            raise HostError(f"tenant {self.index} faulted {st['fault'].name} at word "
+                            f"{st['fault_pc']} on core {st['fault_core']}: {st['fault_reason']}")
+        if not st["done"]:
+            raise HostError(f"tenant {self.index} did not finish (status {st})")
+        return st
+
+
+class Host:
+    """A synchronous driver: one :class:`Machine` and its tenant handles."""
+
+    def __init__(self, config, dram_bytes, policy="load-first"):
+        self.config = config
+        self.machine = Machine(config, dram_bytes, policy)
+        self.handles = {}
+
+    def tenant(self, index, allocation):
+        """The handle of tenant ``index`` with ``allocation`` (an :class:`Allocation`)."""
+        if index in self.handles:
+            raise HostError(f"tenant {index} already has a handle")
+        if not 0 <= index < self.config.tenants:
+            raise HostError(f"tenant {index} does not exist (0..{self.config.tenants - 1})")
+        handle = TenantHandle(self, index, allocation)
+        self.handles[index] = handle
+        return handle
+
+    def _check_disjoint(self, handle):
+        a = handle.allocation
+        mask = (1 << a.cores) - 1 if a.core_mask is None else a.core_mask
+        for other in self.handles.values():
+            b = other.allocation
+            if other is handle or b.prog_size is None or b.seg_size is None:
+                continue
+            if _overlap(a.prog_base, a.prog_base + a.prog_size, b.prog_base,
+                        b.prog_base + b.prog_size):
+                raise HostError(f"tenant {handle.index}'s program region overlaps tenant "
+                                f"{other.index}'s")
+            if _overlap(a.seg_base, a.seg_base + a.seg_size, b.seg_base, b.seg_base + b.seg_size):
+                raise HostError(f"tenant {handle.index}'s DRAM segment overlaps tenant "
+                                f"{other.index}'s")
+            other_mask = (1 << b.cores) - 1 if b.core_mask is None else b.core_mask
+            if mask & other_mask:
+                raise HostError(f"tenant {handle.index}'s cores overlap tenant {other.index}'s")
+
+    def run(self, policy=None, max_phases=None):
+        return self.machine.run(policy, max_phases)
+
+
+def _segment_bytes(program):
+    return -(-program.segment_size // 8) * 8
+
+
+def run_program_int(program, config, inputs, cores=1, policy="load-first"):
+    """Run one inference of ``program`` on the ISS; int8 ``(C, H, W)`` in and out.
+
+    ``inputs`` maps input tensor names to int8 arrays; returns ``{output name: int8 (C,H,W)}``.
+    Raises :class:`HostError` if the run faults.
+    """
+    host = Host(config, _segment_bytes(program), policy)
+    handle = host.tenant(0, Allocation(cores=cores))
+    handle.load(program)
+    missing = set(program.inputs) - set(inputs)
+    if missing:
+        raise HostError(f"missing input(s): {', '.join(sorted(missing))}")
+    for name in program.inputs:
+        handle.write_input(name, inputs[name])
+    handle.start()
+    host.run()
+    handle.check()
+    return {name: handle.read_output(name) for name in program.outputs}
+
+
+def quantize(x, scale, zero_point):
+    """ONNX QuantizeLinear to int8: ``saturate(round_half_even(x / scale) + zero_point)``."""
+    q = np.rint(np.asarray(x, np.float32) / np.float32(scale)) + zero_point
+    return np.clip(q, -128, 127).astype(np.int8)
+
+
+def dequantize(q, scale, zero_point):
+    """ONNX DequantizeLinear: ``(q - zero_point) * scale`` in float32."""
+    return ((np.asarray(q, np.int32) - zero_point).astype(np.float32) * np.float32(scale))
+
+
+def run_program(program, config, inputs, cores=1):
+    """Run one inference with float32 inputs and outputs in their ONNX shapes.
+
+    Inputs are quantized with each tensor's scale and zero point; outputs are dequantized and
+    reshaped from ``(C, H, W)`` (flattened in C, H, W order) to their ONNX shape.
+    """
+    int_inputs = {}
+    for name in program.inputs:
+        entry = program.tensor(name)
+        if name not in inputs:
+            raise HostError(f"missing input {name!r}")
+        x = np.asarray(inputs[name], np.float32)
+        if x.size != int(np.prod(entry.shape)):
+            raise HostError(f"input {name}: expected shape {tuple(entry.onnx_shape)}, "
+                            f"got {x.shape}")
+        int_inputs[name] = quantize(x.reshape(entry.shape), entry.scale, entry.zero_point)
+    outputs = run_program_int(program, config, int_inputs, cores)
+    result = {}
+    for name, q in outputs.items():
+        entry = program.tensor(name)
+        shape = tuple(entry.onnx_shape) if entry.onnx_shape else tuple(entry.shape)
+        result[name] = dequantize(q, entry.scale, entry.zero_point).reshape(shape)
+    return result
+

@@ -1,0 +1,342 @@
+"""Instruction-set simulator of the whole core pool: the golden model of what the gateware does.
+
+:class:`Machine` holds the shared instruction memory, DRAM, the cores (:mod:`.iss_core`) and
+the per-tenant register state (:mod:`vdla.regs`), and plays the first-level dispatch:
+
+* ``start``: reads the tenant's STREAM headers (their count must equal the popcount of
+  CORE_MASK, else fault CORES) and points virtual core *k* at the *k*-th set bit of the mask;
+* ``run``: advances every running tenant one *phase* at a time (each virtual core runs its
+  stream up to its next SYNC or END), in round robin over the tenants, until each has done
+  RUNS inferences, faulted or been stopped. A SYNC passes when every virtual core of the
+  tenant has reached a SYNC with the same number; any other combination (different numbers,
+  or END on some cores and SYNC on others) can never complete and faults DEADLOCK.
+
+Within a phase the virtual cores run one after the other, in ascending order under the
+``load-first`` policy and in descending order under ``compute-first``, so that two cores
+racing on the same DRAM bytes inside one layer also give policy-dependent results.
+
+Faults (:class:`vdla.regs.Fault`) stop the faulting tenant on all of its cores and leave the
+other tenants running. The model's dispatcher checks a whole frame (fetch region, opcodes,
+flags, fields) before the frame's units start, so an ILLEGAL or REGION fault inside a frame
+lets no instruction of that frame execute; SEGMENT and BUFFER are checked per instruction
+before it moves any data.
+"""
+
+import numpy as np
+
+from vdla import isa, regs
+from vdla.regs import Fault
+
+from .iss_core import POLICIES, Core
+from .iss_decode import Decoder, TenantFault
+from .iss_dma import Segment
+
+__all__ = ["Machine", "MachineError", "TenantFault", "SYNC_OVERHEAD"]
+
+#: Cycles a barrier costs beyond the slowest core (estimate).
+SYNC_OVERHEAD = 8
+
+_STATUS_FIELDS = isa.flat_fields(regs.Status)
+_CTRL_FIELDS = isa.flat_fields(regs.Ctrl)
+_RW = {r.name for r in regs.TENANT_REGS if r.access == "rw"}
+_READ_ONLY = {r.name for r in regs.TENANT_REGS if r.access == "r"}
+
+
+class MachineError(RuntimeError):
+    """The host used the machine in a way the hardware would refuse (one-line message)."""
+
+
+class _Tenant:
+    """Register state of one tenant, and its dispatch state while running."""
+
+    def __init__(self, index):
+        self.index = index
+        self.regs = dict.fromkeys(_RW, 0)
+        self.irq_enable = False
+        self._clear()
+        self.mask, self.cores, self.starts, self.pcs = 0, [], [], []
+        self.base = self.size = 0
+        self.segment = None
+        self.runs = self.completed = 0
+
+    def _clear(self):
+        self.running = self.done = self.faulted = self.stopped = False
+        self.stop_request = False
+        self.fault, self.fault_core, self.fault_pc, self.fault_reason = Fault.NONE, 0, 0, ""
+        self.inferences = self.cycles = 0
+
+
+class Machine:
+    """The core pool of ``config`` with ``dram_bytes`` of DRAM.
+
+    ``imem`` is the shared instruction memory (``(config.imem_depth, 2)`` uint64, low half
+    first), ``dram`` a uint8 array, ``cores`` the :class:`iss_core.Core` objects, ``policy``
+    the default unit-scheduling policy of :meth:`run` (see :mod:`.iss_core`).
+    """
+
+    def __init__(self, config, dram_bytes, policy="load-first"):
+        if policy not in POLICIES:
+            raise MachineError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+        self.config = config
+        self.policy = policy
+        self.imem = np.zeros((config.imem_depth, 2), np.uint64)
+        self.dram = np.zeros(int(dram_bytes), np.uint8)
+        self.cores = [Core(config, i) for i in range(config.cores)]
+        self.tenants = [_Tenant(t) for t in range(config.tenants)]
+        self.irq_status = 0
+        self._decode = Decoder()
+
+    # ----------------------------------------------------------------- host interface
+
+    def write_imem(self, word, words):
+        """Write instruction words (``(n, 2)`` uint64 or a sequence of 128-bit ints) at ``word``."""
+        words = np.asarray(words)
+        if words.dtype == object or words.ndim == 1:
+            ints = [int(w) for w in words]
+            words = np.array([[w & 0xFFFF_FFFF_FFFF_FFFF, w >> 64] for w in ints],
+                             np.uint64).reshape(-1, 2)
+        if word < 0 or word + len(words) > len(self.imem):
+            raise MachineError(f"instruction words {word}..{word + len(words) - 1} outside the "
+                               f"instruction memory of {len(self.imem)} words")
+        self.imem[word:word + len(words)] = words
+
+    def read_imem(self, word, count):
+        return self.imem[word:word + count].copy()
+
+    def _tenant(self, tenant):
+        if not 0 <= tenant < len(self.tenants):
+            raise MachineError(f"tenant {tenant} does not exist (0..{len(self.tenants) - 1})")
+        return self.tenants[tenant]
+
+    def write_reg(self, tenant, name, value):
+        """Write a tenant register by name; a CTRL write acts (clear, stop, start, irq)."""
+        t = self._tenant(tenant)
+        value = int(value)
+        if name == "CTRL":
+            ctrl = isa.unpack_fields(_CTRL_FIELDS, value)
+            t.irq_enable = bool(ctrl["irq_enable"])
+            if ctrl["clear"]:
+                self.clear(tenant)
+            if ctrl["stop"]:
+                self.stop(tenant)
+            if ctrl["start"]:
+                self.start(tenant)
+        elif name in _RW:
+            if not 0 <= value < 1 << 32:
+                raise MachineError(f"register {name} is 32 bits wide, not {value:#x}")
+            t.regs[name] = value
+        elif name in _READ_ONLY:
+            raise MachineError(f"register {name} is read-only")
+        else:
+            raise MachineError(f"no tenant register {name!r}")
+
+    def read_reg(self, tenant, name):
+        """Read a tenant register by name (STATUS packed as :class:`vdla.regs.Status`)."""
+        t = self._tenant(tenant)
+        if name in _RW:
+            return t.regs[name]
+        if name == "STATUS":
+            return isa.pack_fields(_STATUS_FIELDS, {
+                "running": t.running, "done": t.done, "faulted": t.faulted,
+                "stopped": t.stopped, "fault": t.fault.value, "fault_core": t.fault_core})
+        simple = {"INFERENCES": t.inferences & 0xFFFF_FFFF,
+                  "CYCLES_LO": t.cycles & 0xFFFF_FFFF,
+                  "CYCLES_HI": (t.cycles >> 32) & 0xFFFF_FFFF,
+                  "FAULT_PC": t.fault_pc}
+        if name in simple:
+            return simple[name]
+        if name == "CTRL":
+            raise MachineError("register CTRL is write-only")
+        raise MachineError(f"no tenant register {name!r}")
+
+    def read_global(self, name):
+        """Read a global register of :data:`vdla.regs.GLOBAL_REGS` by name."""
+        h = int(self.config.core_hash(), 16)
+        values = {"ID": regs.ID_VALUE, "ISA_VERSION": isa.ISA_VERSION,
+                  "CORE_HASH_LO": h & 0xFFFF_FFFF, "CORE_HASH_HI": h >> 32,
+                  "CORES": self.config.cores, "TENANTS": self.config.tenants,
+                  "IMEM_DEPTH": self.config.imem_depth, "IRQ_STATUS": self.irq_status}
+        if name not in values:
+            raise MachineError(f"no global register {name!r}")
+        return values[name]
+
+    def status(self, tenant):
+        """Decoded status of a tenant as a dict (STATUS fields, counters, fault details)."""
+        t = self._tenant(tenant)
+        return {"running": t.running, "done": t.done, "faulted": t.faulted,
+                "stopped": t.stopped, "fault": t.fault, "fault_core": t.fault_core,
+                "fault_pc": t.fault_pc, "fault_reason": t.fault_reason,
+                "inferences": t.inferences, "cycles": t.cycles}
+
+    @property
+    def irq(self):
+        """Done-interrupt lines: bit t set when tenant t finished or faulted and has irq_enable."""
+        enabled = sum(1 << t.index for t in self.tenants if t.irq_enable)
+        return self.irq_status & enabled
+
+    def clear(self, tenant):
+        t = self._tenant(tenant)
+        if t.running:
+            raise MachineError(f"tenant {tenant} is running; stop it before clearing")
+        t._clear()
+        self.irq_status &= ~(1 << tenant)
+
+    def stop(self, tenant):
+        """Request a stop; it takes effect at the tenant's next frame boundary in :meth:`run`."""
+        t = self._tenant(tenant)
+        if t.running:
+            t.stop_request = True
+
+    def start(self, tenant):
+        """Start ``tenant`` with its current registers: RUNS inferences from its region."""
+        t = self._tenant(tenant)
+        if t.running:
+            raise MachineError(f"tenant {tenant} is already running")
+        mask = t.regs["CORE_MASK"]
+        for other in self.tenants:
+            if other.running and other.mask & mask:
+                raise MachineError(f"tenant {tenant}'s core mask 0x{mask:x} overlaps running "
+                                   f"tenant {other.index}'s 0x{other.mask:x}")
+        t.mask = mask
+        t.cores = [c for c in range(mask.bit_length()) if mask >> c & 1]
+        for c in t.cores:
+            if c < len(self.cores):
+                self.cores[c].clear()
+        t.base, t.size = t.regs["PROG_BASE"], t.regs["PROG_SIZE"]
+        t.segment = Segment(self.dram, t.regs["SEG_BASE_LO"] | t.regs["SEG_BASE_HI"] << 32,
+                            t.regs["SEG_SIZE_LO"] | t.regs["SEG_SIZE_HI"] << 32)
+        t.runs, t.completed = t.regs["RUNS"], 0
+        t.running, t.done, t.faulted, t.stopped, t.stop_request = True, False, False, False, False
+        t.fault, t.fault_core, t.fault_pc, t.fault_reason = Fault.NONE, 0, 0, ""
+        self.irq_status &= ~(1 << tenant)
+        try:
+            self._read_headers(t)
+        except TenantFault as fault:
+            self._fault(t, fault)
+
+    def run(self, policy=None, max_phases=None):
+        """Run the started tenants until each has finished, faulted or stopped.
+
+        ``max_phases`` bounds the phases per tenant (needed for RUNS=0 without a stop
+        request). Returns ``{tenant: status dict}`` for every tenant that was running.
+        """
+        policy = policy or self.policy
+        if policy not in POLICIES:
+            raise MachineError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+        ran = [t.index for t in self.tenants if t.running]
+        if max_phases is None and any(self.tenants[i].runs == 0
+                                      and not self.tenants[i].stop_request for i in ran):
+            raise MachineError("a tenant with RUNS=0 runs until stopped: stop it or give "
+                               "run() a max_phases budget")
+        phases = 0
+        while max_phases is None or phases < max_phases:
+            active = [t for t in self.tenants if t.running]
+            if not active:
+                break
+            for t in active:
+                self._phase(t, policy)
+            phases += 1
+        return {i: self.status(i) for i in ran}
+
+    # ------------------------------------------------------------ first-level dispatch
+
+    def _fetch(self, t, offset):
+        """Decode the word ``offset`` words into ``t``'s region (REGION fault outside it)."""
+        pc = t.base + offset
+        if offset >= t.size or pc >= len(self.imem):
+            raise TenantFault(Fault.REGION, f"fetch of region word {offset}, outside the "
+                                            f"region of {t.size} words at {t.base}", pc)
+        lo, hi = self.imem[pc].tolist()
+        return self._decode(lo | hi << 64)
+
+    def _read_headers(self, t):
+        count = len(t.cores)
+        first = t.cores[0] if t.cores else 0
+        if not count or t.mask >> self.config.cores:
+            raise TenantFault(Fault.CORES, f"core mask 0x{t.mask:x} is empty or names cores "
+                                           f"outside the pool of {self.config.cores}", t.base, first)
+        t.starts = []
+        for k in range(count):
+            dec = self._fetch(t, k)
+            f = dec.fields
+            if (dec.opcode != isa.Opcode.STREAM or dec.illegal or f["vcore"] != k
+                    or f["count"] != count):
+                raise TenantFault(Fault.CORES, f"region word {k} is not STREAM header {k} of "
+                                               f"{count} (core mask 0x{t.mask:x})", t.base + k, first)
+            t.starts.append(f["offset"])
+        t.pcs = list(t.starts)
+
+    def _phase(self, t, policy):
+        """Run every virtual core of ``t`` to its next SYNC or END and resolve the barrier."""
+        if t.stop_request:
+            # Between phases every core is at a frame boundary.
+            t.running, t.stopped, t.stop_request = False, True, False
+            return
+        n = len(t.cores)
+        ends, cycles = [None] * n, [0] * n
+        order = range(n) if policy == "load-first" else range(n - 1, -1, -1)
+        try:
+            for k in order:
+                ends[k], cycles[k] = self._run_stream(t, k, policy)
+            t.cycles += max(cycles) + SYNC_OVERHEAD
+            kinds = {(kind, barrier) for kind, barrier, _ in ends}
+            if len(kinds) > 1:
+                k = next(k for k in range(n) if ends[k][:2] != ends[0][:2])
+                seen = ", ".join(f"vcore {k}: {kind} {'' if b is None else b}".strip()
+                                 for k, (kind, b, _) in enumerate(ends))
+                raise TenantFault(Fault.DEADLOCK, f"barrier can never complete ({seen})",
+                                  t.base + ends[k][2], t.cores[k])
+        except TenantFault as fault:
+            self._fault(t, fault)
+            return
+        if ends[0][0] == "sync":
+            t.pcs = [off + 1 for _, _, off in ends]
+            return
+        t.inferences += 1
+        t.completed += 1
+        if t.runs and t.completed >= t.runs:
+            t.running, t.done = False, True
+            self.irq_status |= 1 << t.index
+        else:
+            t.pcs = list(t.starts)
+
+    def _run_stream(self, t, k, policy):
+        """Run virtual core ``k`` of ``t`` from its pc to the next SYNC/END.
+
+        Returns ``((kind, barrier, region offset of the word), estimated cycles)``."""
+        core = self.cores[t.cores[k]]
+        offset, cycles = t.pcs[k], 0
+        try:
+            while True:
+                dec = self._fetch(t, offset)
+                if dec.illegal:
+                    raise TenantFault(Fault.ILLEGAL, dec.illegal, t.base + offset)
+                op = dec.opcode
+                if op == isa.Opcode.SYNC:
+                    return ("sync", dec.fields["barrier"], offset), cycles
+                if op == isa.Opcode.END:
+                    return ("end", None, offset), cycles
+                if op != isa.Opcode.FRAME:
+                    raise TenantFault(Fault.ILLEGAL, f"{op.name} outside a frame "
+                                                     "(streams hold FRAME, SYNC and END)",
+                                      t.base + offset)
+                offset += 1
+                body = []
+                while True:
+                    word = self._fetch(t, offset)
+                    if word.opcode in (isa.Opcode.FRAME, isa.Opcode.SYNC, isa.Opcode.END):
+                        break
+                    body.append((t.base + offset, word))
+                    offset += 1
+                core.check_frame(body)
+                cycles += core.run_frame(body, t.segment, policy)
+        except TenantFault as fault:
+            if fault.core is None:
+                fault.core = core.index
+            raise
+
+    def _fault(self, t, fault):
+        t.running, t.faulted = False, True
+        t.fault, t.fault_pc, t.fault_reason = fault.code, fault.pc or 0, fault.reason
+        t.fault_core = fault.core if fault.core is not None else (t.cores[0] if t.cores else 0)
+        self.irq_status |= 1 << t.index
