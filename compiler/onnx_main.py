@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 
 from . import ir
-from .onnx_lower import AFFINE_WEIGHT, Affine, add, linear, pool
+from .onnx_lower import AFFINE_WEIGHT, add, linear, pool
 
 __all__ = ["MAIN_OPS", "Main", "parse_main", "requant_layer"]
 

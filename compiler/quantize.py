@@ -7,7 +7,6 @@ against. The settings are the ones the front end expects: QDQ format, int8 activ
 calibration.
 """
 
-import os
 import pathlib
 import tempfile
 
@@ -15,19 +14,9 @@ import numpy as np
 import onnx
 
 from .errors import CompileError
+from .onnx_graph import load_proto
 
 __all__ = ["quantize_model"]
-
-
-def _load(model):
-    if isinstance(model, onnx.ModelProto):
-        return model
-    try:
-        return onnx.load(os.fspath(model))
-    except Exception as exc:       # protobuf and OS errors alike: the file is not a model
-        raise CompileError(f"cannot read ONNX model {os.fspath(model)!r}: "
-                           f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                           ) from None
 
 
 def _input_spec(model):
@@ -117,25 +106,28 @@ def quantize_model(float_path, calib, out_path, per_channel=True, preprocess=Tru
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, \
         quantize_static
 
-    model = _load(float_path)
+    model = load_proto(float_path)
     name, shape = _input_spec(model)
     samples = _samples(calib, shape, name)
     out_path = pathlib.Path(out_path)
     with tempfile.TemporaryDirectory(prefix="vdla-quant-") as tmp:
         source = pathlib.Path(tmp) / "float.onnx"
         onnx.save(model, source)
-        try:
-            if preprocess:
-                prepared = pathlib.Path(tmp) / "prepared.onnx"
+        if preprocess:
+            prepared = pathlib.Path(tmp) / "prepared.onnx"
+            try:
                 _preprocess(source, prepared)
                 source = prepared
+            except Exception:
+                # The optimizer is a convenience (it folds BatchNormalization); the front end
+                # also reads BatchNormalization left as its own quantized operator.
+                pass
+        try:
             quantize_static(
                 str(source), str(out_path), _reader(name, samples),
                 quant_format=QuantFormat.QDQ, per_channel=per_channel,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax)
-        except CompileError:
-            raise
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise CompileError(f"onnxruntime quantization failed: {type(exc).__name__}: "

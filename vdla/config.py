@@ -121,7 +121,7 @@ CONFIGS = {
     # Fast RTL tests: small buffers so that tiling, chunking and multi-frame paths are exercised.
     "small": Config(name="small", cores=4, tenants=4, icp=8, ocp=8,
                     ibuf_depth=1024, wbuf_depth=128, pbuf_depth=256, obuf_depth=512,
-                    imem_depth=8192),
+                    imem_depth=16384),
     # ULX3S (ECP5-85F): 4 cores of 8x8 int8 MACs, ~290 KB of its 416 KB of block RAM.
     "ulx3s": Config(name="ulx3s", cores=4, tenants=4, icp=8, ocp=8,
                     ibuf_depth=2048, wbuf_depth=256, pbuf_depth=256, obuf_depth=512,
