@@ -244,10 +244,7 @@ class _Frontend:
                 shape = self._reshaped(node, shape, ir_shape)
             elif node.op_type in _CLAMP_OPS:
                 node_low, node_high = self._clamp(node)
-                low = node_low if low is None else max(low, node_low if node_low is not None
-                                                       else low)
-                high = node_high if high is None else min(high, node_high if node_high
-                                                          is not None else high)
+                low, high = _tighter(low, node_low, max), _tighter(high, node_high, min)
                 clamp_node = node
             else:
                 if clamp_node is not None:
@@ -288,7 +285,8 @@ class _Frontend:
                 bounds.append(float(np.asarray(value).reshape(-1)[0]))
             else:
                 bounds.append(attrs.get(key))
-        return tuple(bounds)
+        # Exporters write "no bound" as +-inf or +-FLT_MAX; both leave the int8 range as is.
+        return tuple(b if b is not None and abs(b) < 3e38 else None for b in bounds)
 
     def _affine(self, node, shape, ir_shape):
         """Per-IR-channel ``(a, b)`` of BatchNormalization or an operator with a constant."""
@@ -387,6 +385,13 @@ class _Frontend:
         for node in reversed(reshapes):
             shape = self._reshaped(node, shape, self.tensors[view.ir].shape)
         return View(view.ir, shape)
+
+
+def _tighter(current, new, pick):
+    """Combine two optional bounds with ``pick`` (max for lower bounds, min for upper)."""
+    if new is None:
+        return current
+    return new if current is None else pick(current, new)
 
 
 def _dims(value):

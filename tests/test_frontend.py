@@ -47,9 +47,8 @@ def ort_session(path, optimized):
     options.log_severity_level = 3
     if not optimized:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    model = path if isinstance(path, (str, pathlib.Path)) else path.SerializeToString()
-    return ort.InferenceSession(str(model) if isinstance(model, pathlib.Path) else model,
-                                options, providers=["CPUExecutionProvider"])
+    source = path.SerializeToString() if isinstance(path, onnx.ModelProto) else str(path)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def output_steps(model, graph, x, modes=(False, True)):

@@ -123,7 +123,7 @@ def cmd_info(args):
 
 def cmd_run(args):
     import numpy as np
-    from .sim.host import run_program
+    from .sim.host import HostError, run_program
     program, config = _read_program(args.ifp, args.config)
     if args.backend != "iss":
         raise UserError(f"backend {args.backend!r} is not available yet (only 'iss')")
@@ -139,7 +139,10 @@ def cmd_run(args):
                         f"{program.inputs[0]} {shape} (a batch of any size is accepted)")
     outputs = []
     for sample in x:
-        result = run_program(program, config, {tensor.name: sample[None]}, cores=args.cores)
+        try:
+            result = run_program(program, config, {tensor.name: sample[None]}, cores=args.cores)
+        except HostError as error:
+            raise UserError(str(error)) from None
         outputs.append(result[program.outputs[0]])
     y = np.concatenate(outputs, axis=0)
     np.save(args.output, y)
