@@ -202,7 +202,12 @@ def quantized(name, tmp_path, preprocess=True):
 
 
 class HandQDQ:
-    """Hand-written QDQ graphs, for patterns onnxruntime's quantizer does not emit itself."""
+    """Hand-written QDQ graphs, for patterns onnxruntime's quantizer does not emit itself.
+
+    ``x`` is the float output of the input's DequantizeLinear; add float operators with
+    :meth:`node` (weights with :meth:`weight`) and close with :meth:`model`, which quantizes
+    the last float tensor and dequantizes it to the output ``output``.
+    """
 
     def __init__(self, shape, scale=0.04, zero_point=3):
         self.nodes, self.inits, self.params = [], [], {}

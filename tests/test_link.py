@@ -157,8 +157,8 @@ def test_registers_and_defaults():
     (Allocation(cores=1, core_mask=0b10000), None, "outside the pool"),
     (Allocation(cores=1), {"core_hash": "0123456789abcdef"}, "core hash"),
     (Allocation(cores=1, prog_size=10), None, "program region holds 10"),
-    (Allocation(cores=1, prog_base=8150), None, "exceeds the instruction memory"),
-    (Allocation(cores=1, prog_base=9000), None, "outside the instruction memory"),
+    (Allocation(cores=1, prog_base=SMALL.imem_depth - 40), None, "exceeds the instruction memory"),
+    (Allocation(cores=1, prog_base=SMALL.imem_depth + 800), None, "outside the instruction memory"),
     (Allocation(cores=1, seg_size=100), None, "smaller than the 4096"),
     (Allocation(cores=1, seg_base=4), None, "multiple of 8"),
 ])
