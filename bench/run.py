@@ -40,8 +40,7 @@ def quantized_model(name, size, cache):
 def bench_compile(name, size, config, cache, repeats, cores):
     from vdla.compiler import ifp
     from vdla.compiler.frontend import load_model
-    from vdla.compiler.link import link
-    from vdla.compiler.program import Allocation
+    from vdla.compiler.link import benchmark_link
     from vdla.compiler.static import compile_graph
     path = quantized_model(name, size, cache)
     start = time.perf_counter()
@@ -50,17 +49,13 @@ def bench_compile(name, size, config, cache, repeats, cores):
     compile_s = time.perf_counter() - start
     data = ifp.dumps(program)
     program = ifp.loads(data, config)
-    times = []
-    for i in range(repeats):
-        start = time.perf_counter()
-        link(program, config, Allocation(cores=cores[i % len(cores)]))
-        times.append((time.perf_counter() - start) * 1e3)
-    times = np.array(times)
+    timing = benchmark_link(program, config, cores, repeats=repeats)
     return {
         "model": name, "input": size, "config": config.name,
         "static_compile_s": round(compile_s, 3),
-        "link_ms_p50": round(float(np.percentile(times, 50)), 4),
-        "link_ms_p99": round(float(np.percentile(times, 99)), 4),
+        "link_ms_p50": round(timing["p50_ms"], 4),
+        "link_ms_p99": round(timing["p99_ms"], 4),
+        "link_ms_max": round(timing["max_ms"], 4),
         "link_cores": list(cores),
         "frames": int(len(program.frames)),
         "instructions": int(len(program.code)),
