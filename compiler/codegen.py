@@ -93,7 +93,9 @@ def _frame_a(g, cfg, plan, addrs, ob0, nob, tiles, pool_mode=None):
             win = _window(t)
             if g.reduces:
                 if j == 0:
+                    # The IBUF half was last read by the previous tile but one.
                     step.loads = step.loads + tile_loads
+                    step.wait_step = s - len(chunks) - 1
                 op = (_OP.CONV, dict(win, ibuf_addr=ibase, wbuf_addr=j * kk * g.icb,
                                      pbuf_addr=j * cb, obuf_addr=obase, n_ob=n,
                                      acc_init=1, acc_final=1))

@@ -19,18 +19,21 @@ MAX_ROW_STRIDE = (1 << _F["row_stride"][1]) - 1
 MAX_PLANE_STRIDE = (1 << _F["plane_stride"][1]) - 1
 
 
+_WBUF, _PBUF = isa.Buffer.WBUF.value, isa.Buffer.PBUF.value
+
+
 def entry_words(buf, cb):
     """8-byte words per native entry of ``buf`` (see :class:`vdla.isa.DmaFields`)."""
-    buf = isa.Buffer(buf)
-    if buf == isa.Buffer.WBUF:
+    buf = int(getattr(buf, "value", buf))
+    if buf == _WBUF:
         return cb * cb // isa.WORD_BYTES
-    if buf == isa.Buffer.PBUF:
+    if buf == _PBUF:
         return isa.POST_BYTES // isa.WORD_BYTES
     return cb // isa.WORD_BYTES
 
 
 def _fold(n, limit, align, max_outer):
-    """Largest ``l <= limit``, multiple of ``align``, dividing ``n`` with ``n // l <= max_outer``."""
+    """Largest ``l <= limit``, multiple of ``align``, dividing ``n``, ``n // l <= max_outer``."""
     for l in range(min(limit, n) // align * align, 0, -align):
         if n % l == 0 and n // l <= max_outer:
             return l
@@ -44,6 +47,7 @@ def dma_fields(buf, buf_addr, dram_addr, length, rows=1, planes=1, row_stride=No
     ``buf_addr`` is in entries of ``buf``, ``dram_addr`` in bytes; strides default to the
     dense layout. The result covers exactly the region, buffer side dense from ``buf_addr``.
     """
+    buf = int(getattr(buf, "value", buf))
     ew = entry_words(buf, cb)
     row_stride = length if row_stride is None else row_stride
     plane_stride = rows * row_stride if plane_stride is None else plane_stride
@@ -60,7 +64,7 @@ def dma_fields(buf, buf_addr, dram_addr, length, rows=1, planes=1, row_stride=No
                     rr = 1 if rs > MAX_ROW_STRIDE else r
                     emit(bw + (i * r + j) * l, dram_w + i * ps + j * rs, l, rr, 1, rs, 0)
             return
-        out.append({"buf": isa.Buffer(buf).value, "buf_addr": buf_addr + bw // ew,
+        out.append({"buf": buf, "buf_addr": buf_addr + bw // ew,
                     "dram_addr": dram_addr + dram_w * isa.WORD_BYTES, "length": l,
                     "rows": r if r > 1 else 1, "planes": p,
                     "row_stride": rs if r > 1 else 0, "plane_stride": ps if p > 1 else 0})
@@ -83,6 +87,11 @@ def dma_fields(buf, buf_addr, dram_addr, length, rows=1, planes=1, row_stride=No
             emit(bw, dram_w, l, r, 1, l, 0)
             bw, dram_w, n = bw + l * r, dram_w + l * r, n - l * r
 
+    # Fold contiguous rows (and planes) into longer bursts while they fit a LOAD row.
+    if rows > 1 and row_stride == length and length * rows <= MAX_LENGTH:
+        length, rows, row_stride = length * rows, 1, length * rows
+    if rows == 1 and planes > 1 and plane_stride == length and length * planes <= MAX_LENGTH:
+        length, planes = length * planes, 1
     plane_words = length * rows
     if length <= MAX_LENGTH and rows <= MAX_ROWS:
         for p0 in range(0, planes, MAX_PLANES):

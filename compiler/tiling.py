@@ -25,6 +25,7 @@ from vdla import isa
 
 from .cost import estimate_cycles, layer_cost
 from .errors import CompileError
+from .dma import MAX_LENGTH
 from .layout import blocks
 
 __all__ = ["Geometry", "Tile", "Plan", "AddPlan", "geometry", "tile_at", "plan_layer",
@@ -185,7 +186,9 @@ def _splits(n, limit, extra=(1, 2, 4, 8, 16)):
     if limit < 1:
         return []
     base = -(-n // min(limit, n))
-    counts = {base, base + 1} | {base * e for e in extra}
+    # The fewest chunks, a few more, and counts that spread evenly over 4/8/16 cores.
+    counts = {base, base + 1} | {base * e for e in extra} | {c for c in (4, 8, 16, 32, 64)
+                                                               if c >= base}
     return sorted({-(-n // c) for c in counts if c <= n}, reverse=True)
 
 
@@ -207,8 +210,13 @@ def _tile_limits(g):
     return max(th_lim, 1), max(tw_lim, 1)
 
 
-def _frame_cycles(cfg, compute, words, n_dma, n_compute):
-    return estimate_cycles(cfg, compute, words, 2 + n_dma + n_compute, n_dma)
+def _frame_cycles(cfg, compute, words, n_dma, n_compute, rows=0):
+    return estimate_cycles(cfg, compute, words, 2 + n_dma + n_compute, n_dma, rows)
+
+
+def _bursts(nblk, h, w, full_width, ew):
+    """DMA bursts (rows) moving ``nblk`` planes of ``h`` x ``w`` entries."""
+    return nblk * (1 if full_width and h * w * ew <= MAX_LENGTH else h)
 
 
 def _candidates_a(g, cfg):
@@ -222,6 +230,10 @@ def _candidates_a(g, cfg):
     mac = kk if g.kind == "pool" else (cfg.cb // cfg.ocp) * (wper if g.reduces else kk)
     th_lim, tw_lim = _tile_limits(g)
     ib, ob = cfg.ibuf_depth, cfg.obuf_depth
+    # Widest tile that fits at all (one output row, whole buffers).
+    in_blocks = g.icb if g.reduces else 1
+    tw_lim = _max_fit(tw_lim, lambda tw: in_blocks * g.span_h(1) * g.span_w(tw) <= ib
+                      and tw <= ob)
     for F in _splits(g.kb, f_lim):
         for tw in _splits(g.OW, tw_lim, (1, 2, 4)):
             iw = g.span_w(tw)
@@ -244,14 +256,15 @@ def _candidates_a(g, cfg):
                     nj = -(-F // n_ob)
                     ntiles = -(-g.OH // th) * -(-g.OW // tw)
                     in_words = (g.icb if g.reduces else F) * ih * iw * ew
+                    bursts = (_bursts(g.icb if g.reduces else F, ih, iw, iw == g.W, ew)
+                              + _bursts(F, th, tw, tw == g.OW, ew))
                     per_tile = (th * tw * F * mac, in_words + F * th * tw * ew,
-                                (1 if g.reduces else nj) + nj, nj)
+                                (1 if g.reduces else nj) + nj, nj, bursts)
                     fixed_words = F * wper * bw + F * cb * 2
                     for m in ([1] if single else _splits(ntiles, ntiles, (1, 2, 4, 8, 16, 32))):
-                        if m > 1 and g.reduces and g.icb * ih * iw > ib // 2:
-                            continue
                         fc = _frame_cycles(cfg, m * per_tile[0], fixed_words + m * per_tile[1],
-                                           2 + m * per_tile[2], m * per_tile[3])
+                                           2 + m * per_tile[2], m * per_tile[3],
+                                           F + 1 + m * per_tile[4])
                         n_frames = -(-g.kb // F) * -(-ntiles // m)
                         yield Plan("A", F, th, tw, n_ob, g.icb, m, layer_cost(n_frames, fc))
 
@@ -265,7 +278,9 @@ def _candidates_b(g, cfg):
     if kk > wb // 2:
         return
     for F in _splits(g.kb, f_lim):
-        for tw in _splits(g.OW, tw_lim, (1, 2, 4)):
+        tw_max = _max_fit(tw_lim, lambda tw: g.span_h(1) * g.span_w(tw) <= ib // 2
+                          and tw * F <= cfg.obuf_depth)
+        for tw in _splits(g.OW, tw_max, (1, 2, 4)):
             iw = g.span_w(tw)
             fits = lambda th: th * tw * F <= cfg.obuf_depth and g.span_h(th) * iw <= ib // 2
             for th in _splits(g.OH, _max_fit(th_lim, fits)):
@@ -285,8 +300,10 @@ def _candidates_b(g, cfg):
                 nj = -(-F // n_ob)
                 words = ((g.icb * ih * iw + F * th * tw) * ew + F * kk * g.icb * bw
                          + F * cb * 2)
+                bursts = (_bursts(g.icb, ih, iw, iw == g.W, ew) + F * kk * ni
+                          + _bursts(F, th, tw, tw == g.OW, ew))
                 fc = _frame_cycles(cfg, th * tw * F * kk * g.icb * (cb // cfg.ocp), words,
-                                   1 + ni + ni * nj + nj, ni * nj + 1)
+                                   1 + ni + ni * nj + nj, ni * nj + 1, bursts)
                 n_frames = -(-g.kb // F) * -(-g.OH // th) * -(-g.OW // tw)
                 yield Plan("B", F, th, tw, n_ob, n_icg, 1, layer_cost(n_frames, fc))
 
@@ -304,9 +321,9 @@ def plan_layer(name, g, cfg):
     return min(cands, key=lambda p: p.cost)
 
 
-def _plane_view(n):
-    """``(ph, pw)`` with ``ph * pw == n`` and the widest ``pw <= MAX_HW``."""
-    for pw in range(min(n, MAX_HW), 0, -1):
+def _plane_view(n, limit):
+    """``(ph, pw)`` with ``ph * pw == n`` and the widest ``pw <= limit``."""
+    for pw in range(min(n, limit), 0, -1):
         if n % pw == 0:
             return n // pw, pw
     return n, 1
@@ -316,34 +333,40 @@ def plan_add(name, shape, cfg):
     """Chunks and frames of an element-wise Add over a ``(C, H, W)`` tensor."""
     cb, ew = cfg.cb, cfg.cb // 8
     nb = blocks(shape[0], cb)
-    ph, pw = _plane_view(shape[1] * shape[2])
+    single_cap = min(cfg.ibuf_depth // 2, cfg.obuf_depth)     # A and B in IBUF, one step
+    multi_cap = min(cfg.ibuf_depth // 4, cfg.obuf_depth // 2)  # ... in halves
+    ph, pw = _plane_view(shape[1] * shape[2], min(MAX_HW, multi_cap))
     pb = min(cfg.pbuf_depth // cb, MAX_NOB)
 
-    def chunking(cap):
-        # Whole planes when they fit (and the view's rows fit their field), else row bands.
-        if ph <= MAX_HW and ph * pw <= cap:
-            per = min(pb, cap // (ph * pw))
-            return [(b, min(per, nb - b), 0, ph) for b in range(0, nb, per)]
-        rows = min(MAX_HW, cap // pw)
-        if rows < 1:
-            return None
-        return [(b, 1, r, min(rows, ph - r)) for b in range(nb) for r in range(0, ph, rows)]
+    def chunkings():
+        # Whole planes (several blocks a chunk) when a plane fits, else bands of view rows;
+        # a single-chunk layer may use whole buffers.
+        for cap in (single_cap, multi_cap):
+            if ph <= MAX_HW and ph * pw <= cap:
+                for per in _splits(nb, min(pb, cap // (ph * pw))):
+                    yield cap, [(b, min(per, nb - b), 0, ph) for b in range(0, nb, per)]
+            for rows in _splits(ph, min(MAX_HW, cap // pw), (1, 2, 4)):
+                yield cap, [(b, 1, r, min(rows, ph - r)) for b in range(nb)
+                            for r in range(0, ph, rows)]
 
-    chunks = chunking(min(cfg.ibuf_depth // 2, cfg.obuf_depth))
-    if len(chunks or ()) > 1:
-        chunks = chunking(min(cfg.ibuf_depth // 4, cfg.obuf_depth // 2))
-    if not chunks:
-        _fail(name, f"cannot be tiled for configuration {cfg.name!r}")
     best = None
-    for k in _splits(len(chunks), len(chunks), (1, 2, 4, 8, 16, 32, 64)):
-        entries = sum(n * r for _, n, _, r in chunks[:k]) * pw
-        fc = _frame_cycles(cfg, entries, 3 * entries * ew + pb * cb * 2, 3 * k + 1, k)
-        cost = layer_cost(-(-len(chunks) // k), fc)
-        if best is None or cost < best[0]:
-            best = (cost, k)
+    for cap, chunks in chunkings():
+        # Chunks sized for whole buffers need a frame each.
+        ks = [1] if cap != multi_cap else _splits(len(chunks), len(chunks),
+                                                  (1, 2, 4, 8, 16, 32, 64))
+        for k in ks:
+            entries = sum(n * r for _, n, _, r in chunks[:k]) * pw
+            fc = _frame_cycles(cfg, entries, 3 * entries * ew + pb * cb * 2, 3 * k + 1, k,
+                               3 * k + 1)
+            cost = layer_cost(-(-len(chunks) // k), fc)
+            if best is None or cost < best[0]:
+                best = (cost, k, chunks)
+    if best is None:
+        _fail(name, f"cannot be tiled for configuration {cfg.name!r}")
+    _, k, chunks = best
     frames, cur = [], []
     for i, (b, n, _, _) in enumerate(chunks):
-        if cur and (len(cur) == best[1] or b + n - chunks[cur[0]][0] > pb):
+        if cur and (len(cur) == k or b + n - chunks[cur[0]][0] > pb):
             frames.append(cur)
             cur = []
         cur.append(i)

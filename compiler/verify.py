@@ -16,6 +16,8 @@ import numpy as np
 
 from vdla import isa
 
+from .program import ints_from_words
+
 __all__ = ["FrameCheckError", "decode_frame", "check_frame", "check_program"]
 
 _OP = isa.Opcode
@@ -199,7 +201,6 @@ def check_frame(ints, config, where="frame"):
 
 def check_program(program, config):
     """Check every frame of a :class:`~.program.Program`."""
-    from .program import ints_from_words
     code = ints_from_words(program.code)
     for f, row in enumerate(program.frames):
         first, count = int(row["first"]), int(row["count"])

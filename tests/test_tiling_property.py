@@ -43,13 +43,13 @@ def _window(draw, h, w):
 @st.composite
 def single_layers(draw):
     kind = draw(st.sampled_from(["conv", "conv", "dw", "maxpool", "avgpool", "add", "dense"]))
-    c = draw(st.integers(1, 40))
-    h, w = draw(st.integers(1, 20)), draw(st.integers(1, 20))
+    c = draw(st.integers(1, 70))
+    h, w = draw(st.integers(1, 24)), draw(st.integers(1, 24))
     b = synthetic.IRBuilder(f"prop_{kind}", draw(st.integers(0, 2 ** 16)))
     x = b.input((c, h, w))
     if kind in ("conv", "dw"):
         kernel, stride, pads = draw(_window(h, w))
-        k = draw(st.integers(1, 40))
+        k = draw(st.integers(1, 70))
         b.output(b.conv(x, k, kernel, stride, pads, depthwise=kind == "dw",
                         relu=draw(st.booleans())))
     elif kind.endswith("pool"):
@@ -58,14 +58,14 @@ def single_layers(draw):
     elif kind == "add":
         b.output(b.add(x, b.input((c, h, w), "other"), relu=draw(st.booleans())))
     else:
-        b.output(b.dense(x, draw(st.integers(1, 40))))
+        b.output(b.dense(x, draw(st.integers(1, 70))))
     return b.graph()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(single_layers())
-def test_random_layer_matches_reference(graph):
-    _run_and_compare(graph)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(single_layers(), st.integers(1, 2))
+def test_random_layer_matches_reference(graph, cores):
+    _run_and_compare(graph, cores=cores)
 
 
 def _graph(build, shape, seed=0):
