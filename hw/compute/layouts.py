@@ -1,0 +1,67 @@
+"""Data passed between the stages of the COMPUTE unit.
+
+An accepted CONV or MISC becomes a :class:`Job`: the loop bounds and base addresses of one
+normalized loop nest (see :mod:`.sequencer`), fixed while it runs. Every beat and result
+carries a :class:`Tag` that says where its result goes.
+"""
+
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data, enum
+
+from vdla import isa
+
+__all__ = ["Kind", "Job", "Tag"]
+
+
+class Kind(enum.Enum, shape=2):
+    """What the datapath behind the sequencer does with the beats."""
+    CONV = 0    #: PE array, then ABUF or post-processing
+    POOL = 1    #: MISC MAXPOOL / AVGPOOL: window max / sum per lane
+    ADD = 2     #: MISC ADD: an entry of A then the same entry of B
+
+
+class Job(data.Struct):
+    """One accepted CONV or MISC, as the loop nest
+
+    ``for blk, oy, ox, p, ky, kx, g`` over ``n_blk x out_h x out_w x passes x kh x kw x ng``.
+
+    Pooling is a depthwise window without weights; ADD is a ``1 x 2`` window over an input of
+    the output's size whose second column reads ``src_b`` instead (no padding).
+    """
+    kind: Kind
+    func: isa.MiscFunc
+    dw: 1               #: the input block follows the output block (depthwise CONV, pooling, ADD)
+    acc_init: 1         #: CONV accumulators start from 0, not from ABUF
+    acc_final: 1        #: results are post-processed into OBUF (always for MISC)
+    n_blk: unsigned(10)
+    out_h: unsigned(8)
+    out_w: unsigned(8)
+    in_h: unsigned(8)
+    in_w: unsigned(8)
+    kh: unsigned(8)
+    kw: unsigned(8)
+    ng: unsigned(12)
+    stride: unsigned(4)
+    pad_top: unsigned(4)
+    pad_left: unsigned(4)
+    pad_value: signed(8)
+    src_a: unsigned(14)
+    src_b: unsigned(14)
+    wbuf_addr: unsigned(12)
+    pbuf_addr: unsigned(12)
+    obuf_addr: unsigned(14)
+    # Derived at accept time (addresses are computed modulo 2**16; valid ones are < 2**14).
+    plane: unsigned(16)         #: in_h * in_w: entries per input block
+    row_step: unsigned(16)      #: stride * in_w
+    blk_weights: unsigned(16)   #: kh * kw * ng: weight blocks per output block
+    origin: unsigned(16)        #: src_a - pad_top * in_w - pad_left: entry of window (0, 0)
+
+
+class Tag(data.Struct):
+    """Destination of a result: OBUF / ABUF entry ``addr``, lanes of pass ``p``; ``blk_last``
+    ends an output block (its post-processing parameters may be replaced), ``final`` ends the
+    instruction."""
+    addr: unsigned(14)
+    p: unsigned(6)
+    blk_last: 1
+    final: 1

@@ -1,0 +1,120 @@
+"""The MISC lane datapath: window maximum / sum per lane (pooling) and operand pairing (ADD).
+
+All ``CB`` lanes of one IBUF entry per cycle. A window is a run of beats from ``first`` to
+``last``: MAXPOOL keeps the running maximum, AVGPOOL the running int32 sum (at most 255 x 255
+int8 values, so it never wraps). ADD runs windows of two beats, A then B, and emits the pair.
+Results of ``CB`` lanes are then cut into ``CB/OCP`` beats of ``OCP`` lanes, the width of the
+post-processing shared with CONV (:class:`LaneSplitter`).
+"""
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from vdla import isa
+
+from .layouts import Tag
+
+__all__ = ["MiscLanes", "LaneSplitter", "lanes_layout"]
+
+
+def lanes_layout(lanes):
+    """A MISC result of ``lanes`` lanes: ``a`` (window result, or ADD's A) and ``b`` (ADD's B)."""
+    return data.StructLayout({
+        "a": data.ArrayLayout(signed(32), lanes),
+        "b": data.ArrayLayout(signed(8), lanes),
+        "tag": Tag,
+    })
+
+
+class MiscLanes(wiring.Component):
+    """Per-lane window reduction.
+
+    Members
+    -------
+    func : ``In(isa.MiscFunc)``
+        Fixed while an instruction runs.
+    sink : ``In(stream.Signature(...))``
+        ``{x: CB x int8 (pad value already substituted), first, last, tag: Tag}``.
+    source : ``Out(stream.Signature(lanes_layout(CB)))``
+        One result per ``last`` beat, the cycle after it.
+    """
+
+    def __init__(self, config):
+        self._cb = config.cb
+        super().__init__({
+            "func": In(isa.MiscFunc),
+            "sink": In(stream.Signature(data.StructLayout({
+                "x": data.ArrayLayout(signed(8), config.cb), "first": 1, "last": 1,
+                "tag": Tag}))),
+            "source": Out(stream.Signature(lanes_layout(config.cb))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        beat, out = self.sink.payload, self.source.payload
+        ce = Signal()
+        m.d.comb += [ce.eq(~self.source.valid | self.source.ready), self.sink.ready.eq(ce)]
+
+        acc = Signal(data.ArrayLayout(signed(32), self._cb))
+        is_max = self.func == isa.MiscFunc.MAXPOOL
+        is_add = self.func == isa.MiscFunc.ADD
+        with m.If(ce):
+            m.d.sync += self.source.valid.eq(self.sink.valid & beat.last)
+            with m.If(self.sink.valid):
+                m.d.sync += out.tag.eq(beat.tag)
+                for lane in range(self._cb):
+                    x, a = beat.x[lane], acc[lane]
+                    step = Mux(is_max, Mux(x > a, x, a), a + x)
+                    value = Mux(beat.first, x, step)
+                    m.d.sync += [acc[lane].eq(value), out.b[lane].eq(x),
+                                 out.a[lane].eq(Mux(is_add, a, value))]
+        return m
+
+
+class LaneSplitter(wiring.Component):
+    """Cuts ``CB``-lane results into ``CB/OCP`` beats of ``OCP`` lanes (pass ``p`` carries
+    lanes ``p*OCP ...``); a block's end and the instruction's end go with the last pass.
+
+    Members
+    -------
+    sink : ``In(stream.Signature(lanes_layout(CB)))``
+    source : ``Out(stream.Signature(lanes_layout(OCP)))``
+    """
+
+    def __init__(self, config):
+        self._cb, self._ocp = config.cb, config.ocp
+        super().__init__({
+            "sink": In(stream.Signature(lanes_layout(config.cb))),
+            "source": Out(stream.Signature(lanes_layout(config.ocp))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cb, ocp = self._cb, self._ocp
+        passes = cb // ocp
+        held = Signal(lanes_layout(cb))
+        p = Signal(range(passes))
+        last_pass = p == passes - 1
+        src, out = self.source, self.source.payload
+        m.d.comb += self.sink.ready.eq(~src.valid | (src.ready & last_pass))
+
+        with m.If(src.valid & src.ready):
+            m.d.sync += p.eq(Mux(last_pass, 0, p + 1))
+            with m.If(last_pass):
+                m.d.sync += src.valid.eq(0)
+        with m.If(self.sink.valid & self.sink.ready):
+            m.d.sync += [held.eq(self.sink.payload), src.valid.eq(1)]
+
+        for q in range(passes):
+            with m.If(p == q):
+                for lane in range(ocp):
+                    m.d.comb += [out.a[lane].eq(held.a[q * ocp + lane]),
+                                 out.b[lane].eq(held.b[q * ocp + lane])]
+        m.d.comb += [
+            out.tag.addr.eq(held.tag.addr),
+            out.tag.p.eq(p),
+            out.tag.blk_last.eq(held.tag.blk_last & last_pass),
+            out.tag.final.eq(held.tag.final & last_pass),
+        ]
+        return m

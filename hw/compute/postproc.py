@@ -1,0 +1,150 @@
+"""Post-processing: requantization of accumulators (or of two int8 operands) to int8.
+
+Bit-exact with :func:`vdla.sim.numerics.post` and :func:`vdla.sim.numerics.post_add`::
+
+    v = wrap32(acc + bias) * mult_a                          (accumulator mode)
+    v = (a - zp_a) * mult_a + (b - zp_b) * mult_b + bias     (add mode)
+    y = clamp(zp_out + ((v + ((1 << shift) >> 1)) >> shift), lo, hi)
+
+Each lane uses two 17 x 16-bit signed products (one MULT18X18D each on ECP5): in accumulator
+mode the low and high halves of the 32-bit ``wrap32(acc + bias)`` times ``mult_a``, in add mode
+the two operand products. The rounding shift is done as ``((2v >> shift) + 1) >> 1``, which
+equals the reference for every ``shift`` in 0..63 without a 64-bit rounding adder, and a shift
+past the value's width leaves only its sign, which rounds to 0 as in the reference. The
+rounded value is saturated to 10 bits before ``zp_out`` is added: any larger magnitude clamps
+to the same ``lo`` / ``hi``.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from vdla import isa
+
+from .pe_array import TAG_BITS
+
+__all__ = ["PostProcess"]
+
+
+class PostProcess(wiring.Component):
+    """``lanes`` post-processing lanes in parallel, one beat per cycle.
+
+    Parameters
+    ----------
+    config : :class:`vdla.config.Config`
+    lanes : int
+        Output lanes per beat.
+
+    Members
+    -------
+    sink : ``In(stream.Signature(...))``
+        ``{add, a: lanes x int32, b: lanes x int8, params: lanes x isa.PostParams, tag}``;
+        ``add`` selects add mode, in which ``a`` holds an int8 value (its low 8 bits are used).
+    source : ``Out(stream.Signature(...))``
+        ``{y: lanes x int8, tag}``, :attr:`latency` cycles after the beat was taken.
+    """
+
+    #: Register stages from the sink to the source (no stall).
+    latency = 10
+
+    def __init__(self, config, lanes):
+        if not isinstance(lanes, int) or lanes < 1:
+            raise TypeError(f"Lane count must be a positive integer, not {lanes!r}")
+        self._lanes = lanes
+        super().__init__({
+            "sink": In(stream.Signature(self.sink_layout(lanes))),
+            "source": Out(stream.Signature(data.StructLayout({
+                "y": data.ArrayLayout(signed(8), lanes), "tag": unsigned(TAG_BITS)}))),
+        })
+
+    @staticmethod
+    def sink_layout(lanes):
+        return data.StructLayout({
+            "add": 1,
+            "a": data.ArrayLayout(signed(32), lanes),
+            "b": data.ArrayLayout(signed(8), lanes),
+            "params": data.ArrayLayout(isa.PostParams, lanes),
+            "tag": unsigned(TAG_BITS),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        ce = Signal()
+        m.d.comb += [ce.eq(~self.source.valid | self.source.ready), self.sink.ready.eq(ce)]
+
+        def reg(value, name, shape=None):
+            sig = Signal(shape if shape is not None else value.shape(), name=name)
+            with m.If(ce):
+                m.d.sync += sig.eq(value)
+            return sig
+
+        # valid / tag / mode ride along the 10 stages.
+        valid, tag = self.sink.valid, self.sink.payload.tag
+        add = self.sink.payload.add
+        stages = []
+        for k in range(self.latency):
+            valid, tag = reg(valid, f"valid_{k}"), reg(tag, f"tag_{k}")
+            add = reg(add, f"add_{k}")
+            stages.append(add)
+        m.d.comb += [self.source.valid.eq(valid), self.source.payload.tag.eq(tag)]
+
+        for lane in range(self._lanes):
+            y = self._lane(m, reg, stages, lane)
+            m.d.comb += self.source.payload.y[lane].eq(y)
+        return m
+
+    def _lane(self, m, reg, add, lane):
+        """One lane's pipeline; ``add[k]`` is the mode flag registered in stage ``k``."""
+        def r(value, name, shape=None):
+            return reg(value, f"l{lane}_{name}", shape)
+
+        beat = self.sink.payload
+        # P0: operand and parameter registers.
+        a = r(beat.a[lane], "a")
+        b = r(beat.b[lane], "b")
+        prm = r(beat.params[lane], "params")
+
+        # P1: multiplier operands.
+        wrapped = (a + prm.bias)[:32]
+        x0 = r(Mux(add[0], a[:8].as_signed() - prm.zp_a, wrapped[:16]), "x0", signed(17))
+        x1 = r(Mux(add[0], b - prm.zp_b, wrapped[16:].as_signed()), "x1", signed(17))
+        m0 = r(prm.mult_a, "m0")
+        m1 = r(Mux(add[0], prm.mult_b, prm.mult_a), "m1", unsigned(16))
+        # Parameters needed later travel with the value, one register per stage.
+        late = {"shift": prm.shift, "zp_out": prm.zp_out, "lo": prm.lo, "hi": prm.hi}
+        late = {name: r(value, f"{name}_1") for name, value in late.items()}
+        bias = r(prm.bias, "bias_1")
+
+        def carry(k):
+            return {name: r(value, f"{name}_{k}") for name, value in late.items()}
+
+        # P2: products.
+        p0 = r(x0 * m0, "p0", signed(34))
+        p1 = r(x1 * m1, "p1", signed(34))
+        bias = r(bias, "bias_2")
+        late = carry(2)
+
+        # P3, P4: the sum of the products, one adder per stage.
+        u0 = r(Mux(add[2], p0 + bias, p0), "u0", signed(35))
+        p1 = r(p1, "p1_3")
+        late = carry(3)
+        v = r(u0 + Mux(add[3], p1, p1 << 16), "v", signed(50))
+        late = carry(4)
+
+        # P5, P6: arithmetic shift of 2v by ``shift``, in steps of 8 and then 1.
+        coarse = r((v << 1) >> Cat(Const(0, 3), late["shift"][3:]), "coarse", signed(51))
+        late = carry(5)
+        fine = r(coarse >> late["shift"][:3], "fine", signed(51))
+        late = carry(6)
+
+        # P7: round (ties up); P8: saturate to 10 bits and add zp_out; P9: clamp.
+        rounded = r((fine + 1) >> 1, "rounded", signed(51))
+        late = carry(7)
+        top = rounded[9:]
+        sat = Mux(top.all() | ~top.any(), rounded[:10].as_signed(),
+                  Mux(rounded[-1], Const(-512, signed(10)), Const(511, signed(10))))
+        y0 = r(late["zp_out"] + sat, "y0", signed(11))
+        late = carry(8)
+        lo, hi = late["lo"], late["hi"]
+        low = Mux(y0 < lo, lo, y0)
+        return r(Mux(low > hi, hi, low), "y", signed(8))

@@ -1,0 +1,232 @@
+"""The COMPUTE unit: SETUP state, CONV on the PE array, MISC, post-processing.
+
+Dataflow of an accepted CONV / MISC (one beat per cycle, in order, no instruction overlap)::
+
+    Sequencer (A: counters, B: addresses) -> buffers (C: read data, pad substitution)
+        CONV -> PEArray -> ABUF                                  (partial sums)
+                        -> ParamCache -> PostProcess -> OBUF     (acc_final)
+        MISC -> MiscLanes -> LaneSplitter -> ParamCache -> PostProcess -> OBUF
+
+The sequencer, the buffer reads and the PE array / MISC lanes advance together (``adv``):
+only the parameter cache can hold results back (when a block is shorter than its parameters
+take to load), and OBUF / ABUF writes are never refused. Results are written in order, so
+the write tagged ``final`` completes the instruction.
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from vdla import isa
+from vdla.regs import Fault
+
+from ..buffers import compute_port_signatures
+from .accept import ACCEPT_CYCLES, Accept
+from .layouts import Kind, Tag
+from .misc import LaneSplitter, MiscLanes
+from .params import ParamCache
+from .pe_array import PEArray, pe_latency
+from .postproc import PostProcess
+from .sequencer import Sequencer
+
+__all__ = ["ComputeUnit"]
+
+_TAG_BITS = data.Layout.cast(Tag).size
+
+
+class ComputeUnit(wiring.Component):
+    """Executes SETUP, CONV and MISC (see :mod:`vdla.isa` for their semantics).
+
+    Parameters
+    ----------
+    config : :class:`vdla.config.Config`
+
+    Members
+    -------
+    cmd : ``In(stream.Signature(isa.Insn))``
+        Taken only while ``idle``.
+    done : ``Out(1)``
+        Pulse: the instruction finished (its last result is written).
+    fault : ``Out(regs.Fault)``
+        Valid with ``done``. A faulting instruction has had no effect.
+    idle : ``Out(1)``
+    clear : ``In(1)``
+        FRAME: forget the SETUP state.
+    ibuf_read, wbuf_read, pbuf_read, obuf_write, abuf_read, abuf_write
+        Compute-side buffer ports (:func:`vdla.hw.buffers.compute_port_signatures`).
+    """
+
+    def __init__(self, config):
+        self._config = config
+        members = {
+            "cmd": In(stream.Signature(isa.Insn)),
+            "done": Out(1),
+            "fault": Out(Fault),
+            "idle": Out(1),
+            "clear": In(1),
+        }
+        members.update({name: In(sig) for name, sig in compute_port_signatures(config).items()})
+        super().__init__(members)
+
+    @staticmethod
+    def fixed_cycles(config):
+        """Cycles of a post-processed CONV beyond one per PE-array beat, from taking it to
+        ``done``, when nothing stalls: acceptance, sequencer stages A and B and the buffer
+        read (the first beat's own cycle is counted in the beats), PE array, post-processing
+        and the registered ``done``. A partial-sum CONV skips post-processing."""
+        return ACCEPT_CYCLES + 3 - 1 + pe_latency(config) + PostProcess.latency + 1
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self._config
+        ocp, passes = config.ocp, config.icp // config.ocp
+
+        m.submodules.accept = accept = Accept(config)
+        m.submodules.sequencer = seq = Sequencer(config)
+        m.submodules.pe_array = pe = PEArray(config)
+        m.submodules.misc_lanes = lanes = MiscLanes(config)
+        m.submodules.lane_splitter = split = LaneSplitter(config)
+        m.submodules.params = params = ParamCache(config)
+        m.submodules.post = post = PostProcess(config, ocp)
+
+        job = accept.job
+        conv = job.kind == Kind.CONV
+        setup = Signal(isa.SetupFields)
+        setup_valid = Signal()
+        m.d.comb += [accept.insn.eq(self.cmd.payload), accept.setup.eq(setup),
+                     accept.setup_valid.eq(setup_valid)]
+
+        # Control: SETUP and illegal opcodes finish at once; CONV / MISC are checked first.
+        start = Signal()
+        final_write = Signal()
+        m.d.sync += self.done.eq(0)
+        with m.FSM():
+            with m.State("Idle"):
+                m.d.comb += [self.cmd.ready.eq(1), self.idle.eq(1)]
+                insn = self.cmd.payload
+                with m.If(self.cmd.valid):
+                    with m.If(insn.opcode == isa.Opcode.SETUP):
+                        f = insn.body.setup
+                        bad = ((f.kh == 0) | (f.kw == 0) | (f.stride == 0) | (f.n_icg == 0)
+                               | (f.dw & (f.n_icg != 1)))
+                        m.d.sync += self.done.eq(1)
+                        with m.If(bad):
+                            m.d.sync += self.fault.eq(Fault.ILLEGAL)
+                        with m.Else():
+                            m.d.sync += [self.fault.eq(Fault.NONE), setup.eq(f),
+                                         setup_valid.eq(1)]
+                    with m.Elif((insn.opcode == isa.Opcode.CONV)
+                                | (insn.opcode == isa.Opcode.MISC)):
+                        m.d.comb += accept.start.eq(1)
+                        m.next = "Accept"
+                    with m.Else():
+                        m.d.sync += [self.done.eq(1), self.fault.eq(Fault.ILLEGAL)]
+            with m.State("Accept"):
+                with m.If(accept.done):
+                    with m.If(accept.fault == Fault.NONE):
+                        m.d.comb += start.eq(1)
+                        m.next = "Run"
+                    with m.Else():
+                        m.d.sync += [self.done.eq(1), self.fault.eq(accept.fault)]
+                        m.next = "Idle"
+            with m.State("Run"):
+                with m.If(final_write):
+                    m.d.sync += [self.done.eq(1), self.fault.eq(Fault.NONE)]
+                    m.next = "Idle"
+        with m.If(self.clear):
+            m.d.sync += setup_valid.eq(0)
+
+        # The parameter cache starts loading while the instruction is being checked (its job
+        # fields are latched by then): a faulting instruction leaves only the cache changed.
+        params_start = Signal()
+        m.d.sync += params_start.eq(accept.start)
+        m.d.comb += [
+            seq.start.eq(start), seq.job.eq(job),
+            params.start.eq(params_start), params.load.eq(job.acc_final),
+            params.n_blk.eq(job.n_blk), params.pbuf_addr.eq(job.pbuf_addr),
+            lanes.func.eq(job.func),
+        ]
+        wiring.connect(m, wiring.flipped(self.pbuf_read), params.pbuf)
+
+        # Stage C: buffer reads; everything up to the PE array / MISC lanes moves with ``adv``.
+        adv = Signal()
+        beat = seq.beat
+        m.d.comb += [
+            adv.eq(Mux(conv, pe.sink.ready, lanes.sink.ready)),
+            seq.adv.eq(adv),
+            self.ibuf_read.addr.eq(beat.ibuf_addr), self.ibuf_read.en.eq(adv),
+            self.wbuf_read.addr.eq(beat.wbuf_addr), self.wbuf_read.en.eq(adv & conv),
+            self.abuf_read.addr.eq(beat.tag.addr), self.abuf_read.en.eq(adv & conv),
+        ]
+        c_valid, c_pad, c_first, c_last = Signal(), Signal(), Signal(), Signal()
+        c_tag = Signal(Tag)
+        with m.If(adv):
+            m.d.sync += [c_valid.eq(seq.valid), c_pad.eq(seq.pad), c_first.eq(beat.first),
+                         c_last.eq(beat.last), c_tag.eq(beat.tag)]
+        with m.If(start):
+            m.d.sync += c_valid.eq(0)
+        x = Signal(data.ArrayLayout(signed(8), config.cb))
+        m.d.comb += x.eq(Mux(c_pad, Cat(*[job.pad_value] * config.cb),
+                             self.ibuf_read.data.as_value()))
+
+        m.d.comb += [
+            pe.sink.valid.eq(c_valid & conv),
+            pe.sink.payload.x.eq(x),
+            pe.sink.payload.first.eq(c_first),
+            pe.sink.payload.last.eq(c_last),
+            pe.sink.payload.tag.eq(c_tag),
+            lanes.sink.valid.eq(c_valid & ~conv),
+            lanes.sink.payload.x.eq(x),
+            lanes.sink.payload.first.eq(c_first),
+            lanes.sink.payload.last.eq(c_last),
+            lanes.sink.payload.tag.eq(c_tag),
+        ]
+        for q in range(passes):
+            with m.If(c_tag.p == q):
+                for o in range(ocp):
+                    lane = q * ocp + o
+                    m.d.comb += [
+                        pe.sink.payload.w[o].eq(self.wbuf_read.data[lane]),
+                        pe.sink.payload.init[o].eq(
+                            Mux(job.acc_init, 0, self.abuf_read.data[lane])),
+                    ]
+
+        # Results: partial sums to ABUF, everything else through the parameter cache.
+        pe_tag = Tag(pe.source.payload.tag[:_TAG_BITS])
+        to_abuf = conv & ~job.acc_final
+        wiring.connect(m, lanes.source, split.sink)
+        with m.If(conv):
+            m.d.comb += [
+                params.sink.valid.eq(pe.source.valid & job.acc_final),
+                params.sink.payload.a.eq(pe.source.payload.acc),
+                params.sink.payload.tag.eq(pe_tag),
+                pe.source.ready.eq(Mux(job.acc_final, params.sink.ready, 1)),
+            ]
+        with m.Else():
+            m.d.comb += [
+                params.sink.valid.eq(split.source.valid),
+                params.sink.payload.add.eq(job.kind == Kind.ADD),
+                params.sink.payload.a.eq(split.source.payload.a),
+                params.sink.payload.b.eq(split.source.payload.b),
+                params.sink.payload.tag.eq(split.source.payload.tag),
+                split.source.ready.eq(params.sink.ready),
+            ]
+        wiring.connect(m, params.source, post.sink)
+        m.d.comb += post.source.ready.eq(1)
+
+        def lane_mask(p, valid):
+            return Cat(*[(valid & (p == q)).replicate(ocp) for q in range(passes)])
+
+        post_tag = Tag(post.source.payload.tag[:_TAG_BITS])
+        abuf_write = pe.source.valid & to_abuf
+        m.d.comb += [
+            self.obuf_write.addr.eq(post_tag.addr),
+            self.obuf_write.data.eq(Cat(*[post.source.payload.y.as_value()] * passes)),
+            self.obuf_write.en.eq(lane_mask(post_tag.p, post.source.valid)),
+            self.abuf_write.addr.eq(pe_tag.addr),
+            self.abuf_write.data.eq(Cat(*[pe.source.payload.acc.as_value()] * passes)),
+            self.abuf_write.en.eq(lane_mask(pe_tag.p, abuf_write)),
+            final_write.eq((post.source.valid & post_tag.final)
+                           | (abuf_write & pe_tag.final)),
+        ]
+        return m

@@ -1,0 +1,207 @@
+"""Instruction fetch of one core's stream from a linked image (the per-core part of the
+first-level dispatch).
+
+On ``start`` the fetcher reads the region's STREAM header (word 0: it must be header 0 of 1,
+else fault CORES), then streams the words of that virtual core's stream to the core, one per
+cycle, prefetching a few words ahead. Every word, SYNC and END included, goes to the core:
+the core takes a SYNC or END only once it has drained, so "the core took it" means every
+earlier instruction has retired. After a SYNC the fetcher waits for ``sync_release`` (the
+barrier of the multi-core pool; tied high for a single core); after END it is done.
+
+A fetch outside the program region (offset past ``prog_size`` or past the instruction memory)
+faults REGION, but only when that word would be the next one handed over: prefetching past
+an END is harmless. A core fault is reported with its address: the core gives the faulting
+word's offset from the first word after the last FRAME/SYNC/END it took, and the fetcher
+remembers where that was.
+"""
+
+from amaranth.hdl import Module, ResetInserter, Shape, Signal, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.memory import ReadPort
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from vdla import isa
+from vdla.regs import Fault
+
+__all__ = ["Fetcher"]
+
+#: Words fetched ahead of the core (also hides the instruction memory's read latency).
+PREFETCH = 4
+
+
+class Fetcher(wiring.Component):
+    """Fetcher of a one-core (virtual core 0 of 1) linked image.
+
+    Parameters
+    ----------
+    config : :class:`vdla.config.Config`
+    index_bits : int
+        Width of the core's ``fault_index`` (``Dispatch.index_bits``).
+
+    Members
+    -------
+    start : ``In(1)``
+        Pulse: start the program in the region ``prog_base`` / ``prog_size`` (words).
+    imem : ``In(ReadPort.Signature(...))``
+        Read port of the instruction memory (data the cycle after ``en``).
+    insn : ``Out(stream.Signature(isa.Insn))``
+        Words of the stream, to the core.
+    core_idle, core_fault, core_fault_valid, core_fault_index : ``In``
+        The core's status.
+    sync_wait : ``Out(1)``, ``sync_barrier : Out(16)``, ``sync_release : In(1, init=1)``
+        The stream stands at SYNC ``sync_barrier`` with the core drained; it goes on once
+        ``sync_release`` is high.
+    running, done : ``Out(1)``
+        Running since ``start``; reached END with the core idle (held until ``start``).
+    fault, fault_valid, fault_pc : ``Out``
+        First fault since ``start`` and the instruction-memory word it happened at.
+    """
+
+    def __init__(self, config, index_bits):
+        self._config = config
+        self.pc_bits = max(ceil_log2(config.imem_depth), 1)
+        self.entry_layout = data.StructLayout({
+            "insn": isa.Insn, "pc": unsigned(32), "outside": unsigned(1)})
+        super().__init__({
+            "start": In(1),
+            "prog_base": In(32),
+            "prog_size": In(32),
+            "imem": In(ReadPort.Signature(addr_width=self.pc_bits, shape=isa.Insn)),
+            "insn": Out(stream.Signature(isa.Insn)),
+            "core_idle": In(1),
+            "core_fault": In(Fault),
+            "core_fault_valid": In(1),
+            "core_fault_index": In(index_bits),
+            "sync_wait": Out(1),
+            "sync_barrier": Out(16),
+            "sync_release": In(1, init=1),
+            "running": Out(1),
+            "done": Out(1),
+            "fault": Out(Fault),
+            "fault_valid": Out(1),
+            "fault_pc": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = self._config.imem_depth
+
+        offset = Signal(32)         # next region offset to fetch
+        mark = Signal(32)           # address of the first word after the core's last boundary
+        fetching = Signal()         # prefetch enabled (stream state, nothing outside seen)
+        in_flight = Signal()        # a read issued last cycle
+        pc_q = Signal(32)
+        outside_q = Signal()
+
+        # Prefetch queue, emptied on start.
+        q = fifo.SyncFIFOBuffered(width=Shape.cast(self.entry_layout).width, depth=PREFETCH)
+        m.submodules.queue = ResetInserter(self.start)(q)
+        head = data.View(self.entry_layout, q.r_data)
+
+        pc = self.prog_base + offset
+        outside = (offset >= self.prog_size) | (pc >= depth)
+        read = Signal()
+        m.d.comb += [
+            read.eq(fetching & (q.level + in_flight < PREFETCH)),
+            self.imem.addr.eq(pc),
+            self.imem.en.eq(read & ~outside),
+        ]
+        m.d.sync += in_flight.eq(read & ~self.start)
+        with m.If(read):
+            m.d.sync += [pc_q.eq(pc), outside_q.eq(outside), offset.eq(offset + 1)]
+            with m.If(outside):
+                # Nothing after the first word outside the region can be wanted.
+                m.d.sync += fetching.eq(0)
+        entry = Signal(self.entry_layout)
+        m.d.comb += [entry.insn.eq(self.imem.data), entry.pc.eq(pc_q),
+                     entry.outside.eq(outside_q), q.w_en.eq(in_flight), q.w_data.eq(entry)]
+
+        fault_now = Signal()
+        code = Signal(Fault)
+        where = Signal(32)
+        with m.If(self.core_fault_valid & self.running):
+            m.d.comb += [fault_now.eq(1), code.eq(self.core_fault),
+                         where.eq(mark + self.core_fault_index)]
+
+        handshake = self.insn.valid & self.insn.ready
+        op = head.insn.opcode
+        m.d.comb += [self.insn.payload.eq(head.insn), self.running.eq(0)]
+
+        def exits():
+            # Every state: a fault stops the stream; a start (re)starts it.
+            with m.If(fault_now):
+                m.next = "Faulted"
+            with m.If(self.start):
+                m.next = "Read-Header"
+
+        with m.FSM(name="fetch"):
+            with m.State("Idle"):
+                exits()
+
+            with m.State("Read-Header"):
+                m.d.comb += [self.running.eq(1),
+                             self.imem.addr.eq(self.prog_base), self.imem.en.eq(1)]
+                with m.If((self.prog_size == 0) | (self.prog_base >= depth)):
+                    m.d.comb += [fault_now.eq(1), code.eq(Fault.REGION),
+                                 where.eq(self.prog_base)]
+                with m.Else():
+                    m.next = "Check-Header"
+                exits()
+
+            with m.State("Check-Header"):
+                m.d.comb += self.running.eq(1)
+                word = self.imem.data
+                hdr = word.body.stream
+                with m.If((word.opcode == isa.Opcode.STREAM) & (word.deps.as_value() == 0)
+                          & (hdr.vcore == 0) & (hdr.count == 1)):
+                    m.d.sync += [offset.eq(hdr.offset), mark.eq(self.prog_base + hdr.offset),
+                                 fetching.eq(1)]
+                    m.next = "Stream"
+                with m.Else():
+                    m.d.comb += [fault_now.eq(1), code.eq(Fault.CORES),
+                                 where.eq(self.prog_base)]
+                exits()
+
+            with m.State("Stream"):
+                m.d.comb += [self.running.eq(1),
+                             self.insn.valid.eq(q.r_rdy & ~head.outside & ~fault_now),
+                             q.r_en.eq(handshake)]
+                with m.If(q.r_rdy & head.outside & ~self.core_fault_valid):
+                    m.d.comb += [fault_now.eq(1), code.eq(Fault.REGION), where.eq(head.pc)]
+                with m.If(handshake):
+                    with m.Switch(op):
+                        with m.Case(isa.Opcode.FRAME):
+                            m.d.sync += mark.eq(head.pc + 1)
+                        with m.Case(isa.Opcode.SYNC):
+                            m.d.sync += [mark.eq(head.pc + 1),
+                                         self.sync_barrier.eq(head.insn.body.sync.barrier)]
+                            m.next = "Sync-Wait"
+                        with m.Case(isa.Opcode.END):
+                            m.d.sync += fetching.eq(0)
+                            m.next = "End-Wait"
+                exits()
+
+            with m.State("Sync-Wait"):
+                m.d.comb += [self.running.eq(1), self.sync_wait.eq(self.core_idle)]
+                with m.If(self.core_idle & self.sync_release):
+                    m.next = "Stream"
+                exits()
+
+            with m.State("End-Wait"):
+                m.d.comb += self.running.eq(1)
+                with m.If(self.core_idle):
+                    m.d.sync += self.done.eq(1)
+                    m.next = "Idle"
+                exits()
+
+            with m.State("Faulted"):
+                exits()
+
+        with m.If(fault_now):
+            m.d.sync += [self.fault.eq(code), self.fault_valid.eq(1),
+                         self.fault_pc.eq(where), fetching.eq(0)]
+        with m.If(self.start):
+            m.d.sync += [self.done.eq(0), self.fault_valid.eq(0), self.fault.eq(Fault.NONE),
+                         fetching.eq(0), offset.eq(0)]
+        return m
