@@ -17,6 +17,7 @@ export PATH  := $(CURDIR)/$(BIN):$(PATH)
 help:
 	@echo "make demo           two tenants, two models, on the built-in simulated accelerator"
 	@echo "make test           the test suite (what CI runs)"
+	@echo "make sim            the RTL regression: one core on Verilator against the ISS"
 	@echo "make bench          benchmarks -> build/bench/results.json and results.md"
 	@echo "make bench-compile  compile and link benchmarks only"
 	@echo "make docs           regenerate docs/isa.md and docs/registers.md"
@@ -47,7 +48,10 @@ bench-compile: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m vdla.docgen
 
-sim synth: $(STAMP)
+sim: $(STAMP)
+	$(BIN)/python -m pytest -q -m rtl $(PYTEST_ARGS)
+
+synth: $(STAMP)
 	@echo "make $@: the RTL arrives with the accelerator core (issue #3); nothing to run yet" >&2
 	@exit 1
 

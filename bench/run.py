@@ -1,8 +1,13 @@
 """Benchmarks: ``make bench`` (all) and ``make bench-compile`` (static + dynamic stage).
 
-Writes ``results.json`` and ``results.md`` into ``--out``. For every benchmark model of
-:mod:`vdla.compiler.zoo`: quantization through ONNX Runtime (cached), static compile time, link
-time p50/p99 over many repetitions, frames, instructions and IFP size.
+Writes ``results.json`` and ``results.md`` into ``--out`` (a section run again replaces its
+old results, the others are kept). Sections:
+
+* ``compile``: for every benchmark model of :mod:`vdla.compiler.zoo`: quantization through
+  ONNX Runtime (cached), static compile time, link time p50/p99 over many repetitions,
+  frames, instructions and IFP size;
+* ``rtl``: one core on Verilator (:mod:`rtl`): cycles per layer, MAC utilization, DMA
+  bandwidth, build time and simulation speed.
 """
 
 import argparse
@@ -14,6 +19,7 @@ import time
 import numpy as np
 
 MODELS = ("resnet18", "resnet50", "vgg16", "mobilenetv2")
+SECTIONS = ("compile", "rtl")
 
 
 def log(message):
@@ -66,24 +72,37 @@ def bench_compile(name, size, config, cache, repeats, cores):
 
 
 def markdown(results):
+    text = "# vdla benchmarks\n"
+    if "compile" in results:
+        text += "\n" + markdown_compile(results)
+    if "rtl" in results:
+        from rtl import markdown as markdown_rtl
+        text += "\n" + markdown_rtl(results["rtl"])
+    return text
+
+
+def markdown_compile(results):
     rows = ["| model | config | static_compile_s | link_ms_p50 | link_ms_p99 | frames | "
             "instructions | ifp_bytes |", "|---|---|---|---|---|---|---|---|"]
     for r in results.get("compile", []):
         rows.append(f"| {r['model']} | {r['config']} | {r['static_compile_s']} | "
                     f"{r['link_ms_p50']} | {r['link_ms_p99']} | {r['frames']} | "
                     f"{r['instructions']} | {r['ifp_bytes']} |")
-    return "# vdla benchmarks\n\n## Static and dynamic compilation\n\n" + "\n".join(rows) + "\n"
+    return "## Static and dynamic compilation\n\n" + "\n".join(rows) + "\n"
 
 
 def main(argv=None):
     from vdla.config import get_config
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="build/bench")
-    parser.add_argument("--only", choices=("compile",), help="run one section only")
+    parser.add_argument("--only", choices=SECTIONS, help="run one section only")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--config", default="u200")
     parser.add_argument("--repeats", type=int, default=1000)
+    parser.add_argument("--rtl-config", default="small", help="configuration of the RTL section")
+    parser.add_argument("--rtl-fresh-build", action="store_true",
+                        help="time a clean Verilator build (into a scratch directory)")
     args = parser.parse_args(argv)
     out = pathlib.Path(args.out)
     cache = out / "models"
@@ -91,13 +110,20 @@ def main(argv=None):
     config = get_config(args.config)
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    results["compile"] = []
-    for name in args.models.split(","):
-        log(f"compile/link benchmark: {name} ({args.size}x{args.size}, {config.name})")
-        row = bench_compile(name, args.size, config, cache, args.repeats,
-                            cores=(1, 2, 4, config.cores))
-        log(f"  {row}")
-        results["compile"].append(row)
+    sections = [args.only] if args.only else list(SECTIONS)
+    if "compile" in sections:
+        results["compile"] = []
+        for name in args.models.split(","):
+            log(f"compile/link benchmark: {name} ({args.size}x{args.size}, {config.name})")
+            row = bench_compile(name, args.size, config, cache, args.repeats,
+                                cores=(1, 2, 4, config.cores))
+            log(f"  {row}")
+            results["compile"].append(row)
+    if "rtl" in sections:
+        from rtl import bench_rtl
+        log(f"RTL benchmark: one core on Verilator ({args.rtl_config})")
+        results["rtl"] = bench_rtl(args.rtl_config, args.rtl_fresh_build, log=log)
+        log(f"  {json.dumps({k: v for k, v in results['rtl'].items() if k != 'digits_layers'})}")
     results_path.write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown(results))
     log(f"wrote {results_path} and {out / 'results.md'}")

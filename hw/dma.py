@@ -28,7 +28,7 @@ from amaranth.utils import exact_log2
 from vdla import isa
 from vdla.regs import Fault
 
-from .axi import AXI4Signature, Burst, Resp
+from .axi import MAX_BURST, AXI4Signature, Burst, Resp
 from .bufport import ADDR_BITS, WORD_BITS, BufferReadSignature, BufferWriteSignature
 from .dma_common import BurstGen, DmaCheck
 
@@ -236,7 +236,7 @@ class SaveUnit(_DmaUnit):
         # OBUF prefetch: words of issued bursts not yet read, read one per cycle while the
         # queue (counting the read in flight) has room.
         m.submodules.words = words = fifo.SyncFIFO(width=WORD_BITS, depth=_PREFETCH)
-        released = Signal(range(self._max_bursts * 16 + 1))
+        released = Signal(range(self._max_bursts * MAX_BURST + 1))
         in_flight = Signal()
         read = Signal()
         pointer = Signal(ADDR_BITS)

@@ -71,8 +71,8 @@ class DmaCheck(wiring.Component):
     """Legality, segment and buffer check of one LOAD (``load=True``) or SAVE.
 
     ``fields``, ``seg_size`` must hold steady from ``start`` until ``done``. ``done`` pulses
-    3 cycles after ``start`` when ``rows == planes == 1`` and at most 11 cycles after it in
-    general, with ``fault`` (NONE when the transfer may run).
+    3 cycles after ``start`` when ``rows`` and ``planes`` are below 4, and at most 11 cycles
+    after it, with ``fault`` (NONE when the transfer may run).
     ``buf_word`` is the first buffer word of the transfer.
     """
 
@@ -99,16 +99,18 @@ class DmaCheck(wiring.Component):
         plane_off, plane_fin = _seq_mul(m, "plane_off", self.start, f.plane_stride,
                                         f.planes - 1, 33)
         row_off, row_fin = _seq_mul(m, "row_off", self.start, f.row_stride, f.rows - 1, 26)
-        rl, rl_fin = Signal(20), Signal()
+        # One multiplier for both: rows*length, then that product times planes.
+        row_words = Signal(20)
         words, words_fin = _seq_mul(m, "words", self.start | load_b,
-                                    Mux(load_b, rl, f.length), Mux(load_b, f.planes, f.rows), 29)
-        m.d.comb += [rl.eq(words), rl_fin.eq(words_fin)]
+                                    Mux(load_b, row_words, f.length),
+                                    Mux(load_b, f.planes, f.rows), 29)
+        m.d.comb += row_words.eq(words)
 
         busy = Signal()
         m.d.sync += self.done.eq(0)
         with m.If(self.start):
             m.d.sync += [busy.eq(1), phase_b.eq(0)]
-        with m.Elif(busy & ~phase_b & plane_fin & row_fin & rl_fin):
+        with m.Elif(busy & ~phase_b & plane_fin & row_fin & words_fin):
             m.d.comb += load_b.eq(1)
             m.d.sync += phase_b.eq(1)
         with m.Elif(busy & phase_b & words_fin):
@@ -203,12 +205,13 @@ class BurstGen(wiring.Component):
         row_step = Signal(aw)
         plane_step = Signal(aw)
 
-        room = Signal(range(MAX_BURST + 1))     # words to the end of the block (registered)
-        row_end = Signal()                      # this burst finishes the row
+        # Registered with the state they derive from, so that the decisions of the next cycle
+        # start at flip-flops: words to the end of the block, and whether the burst ends the
+        # row (left <= room).
+        room = Signal(range(MAX_BURST + 1))
+        row_end = Signal()
         beats = Signal(range(MAX_BURST + 1))
         m.d.comb += [
-            # left <= room, with room <= 16: a 5-bit compare instead of a 10-bit one.
-            row_end.eq((left[5:] == 0) & (left[:5] <= room)),
             beats.eq(Mux(row_end, left, room)),
             self.busy.eq(active | self.burst.valid),
             self.issue.eq(active & self.allow & ~self.stop &
@@ -216,18 +219,19 @@ class BurstGen(wiring.Component):
         ]
         m.d.sync += self.fresh.eq(self.issue)
 
-        def go_to(addr):
+        def row_start(addr, length):
             offset_next = addr[_WORD_SHIFT:_BLOCK_SHIFT]
             return [block.eq(addr[_BLOCK_SHIFT:]), offset.eq(offset_next),
-                    room.eq(MAX_BURST - offset_next)]
+                    room.eq(MAX_BURST - offset_next), left.eq(length),
+                    row_end.eq(length <= MAX_BURST - offset_next)]
 
         with m.If(self.burst.ready):
             m.d.sync += self.burst.valid.eq(0)
         with m.If(self.start):
             m.d.sync += [
-                active.eq(1), *go_to(self.base),
+                active.eq(1), *row_start(self.base, f.length),
                 row_addr.eq(self.base), plane_addr.eq(self.base),
-                left.eq(f.length), rows_left.eq(f.rows), planes_left.eq(f.planes),
+                rows_left.eq(f.rows), planes_left.eq(f.planes),
                 row_step.eq(f.row_stride << _WORD_SHIFT),
                 plane_step.eq(f.plane_stride << _WORD_SHIFT),
             ]
@@ -239,17 +243,17 @@ class BurstGen(wiring.Component):
             ]
             with m.If(~row_end):
                 m.d.sync += [block.eq(block + 1), offset.eq(0), room.eq(MAX_BURST),
-                             left.eq(left - room)]
+                             left.eq(left - room), row_end.eq(left - room <= MAX_BURST)]
             with m.Elif(rows_left != 1):
                 m.d.sync += [
-                    *go_to(row_addr + row_step), row_addr.eq(row_addr + row_step),
-                    left.eq(f.length), rows_left.eq(rows_left - 1),
+                    *row_start(row_addr + row_step, f.length), row_addr.eq(row_addr + row_step),
+                    rows_left.eq(rows_left - 1),
                 ]
             with m.Elif(planes_left != 1):
                 m.d.sync += [
-                    *go_to(plane_addr + plane_step), row_addr.eq(plane_addr + plane_step),
-                    plane_addr.eq(plane_addr + plane_step),
-                    left.eq(f.length), rows_left.eq(f.rows), planes_left.eq(planes_left - 1),
+                    *row_start(plane_addr + plane_step, f.length),
+                    row_addr.eq(plane_addr + plane_step), plane_addr.eq(plane_addr + plane_step),
+                    rows_left.eq(f.rows), planes_left.eq(planes_left - 1),
                 ]
             with m.Else():
                 m.d.sync += active.eq(0)

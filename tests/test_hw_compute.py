@@ -7,7 +7,7 @@ compared with what the instruction-set simulator computes from the same buffers.
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Module, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -255,8 +255,7 @@ def test_misc_program(name):
         setup(kh=1, kw=1, stride=1, pad_value=0),
         misc(mp, src_a=9, obuf_addr=40, pbuf_addr=32, in_h=3, in_w=3, out_h=3, out_w=3, n_cb=1),
     ]
-    _, cycles = check_program(config, program, seed=12)
-    print(name, cycles)
+    check_program(config, program, seed=12)
 
 
 def test_faults_have_no_effect():

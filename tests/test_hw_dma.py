@@ -11,7 +11,9 @@ from vdla import isa
 from vdla.config import get_config
 from vdla.hw.axi import BOUNDARY, MAX_BURST, AXI4Signature
 from vdla.hw.bufport import buffer_words, words_per_entry
+from vdla.hw.axi_merge import AXI4Merge
 from vdla.hw.dma import LoadUnit, SaveUnit
+from vdla.hw.dma_common import DmaCheck
 from vdla.regs import Fault
 from vdla.sim.iss_decode import Decoder, TenantFault
 from vdla.sim.iss_dma import Segment, dram_extent, execute_dma
@@ -216,12 +218,15 @@ def test_wide_bus(unit_cls):
     np.testing.assert_array_equal(np.frombuffer(model.mem, np.uint8), want_dram)
 
 
-def test_burst_split_at_4k():
+def test_burst_split():
     """A row of 100 words starting 3 words before a 4 KiB boundary: 3, then 16s, then rest."""
     f = dma(dram_addr=BOUNDARY - 24, length=100)
     _, model, _ = run(LoadUnit, [f])
     assert [beats for _, beats in model.reads] == [3, 16, 16, 16, 16, 16, 16, 1]
     assert model.reads[1][0] == BOUNDARY
+    # Mid-block starts end their first burst at the next 128-byte boundary.
+    _, model, _ = run(LoadUnit, [dma(dram_addr=8, length=40)])
+    assert model.reads == [(8, 15), (128, 16), (256, 9)]
 
 
 @pytest.mark.parametrize("unit_cls", [LoadUnit, SaveUnit])
@@ -297,13 +302,88 @@ def test_long_burst_bandwidth(unit_cls):
     assert beats / cycles >= 0.8
 
 
-def test_setup_latency():
-    """A 1-word transfer: the check takes 2 cycles for 1-D transfers."""
-    results, _, _ = run(LoadUnit, [dma(), dma(rows=1023 // 3, planes=3, row_stride=1)],
-                        latency=1)
-    (_, short), (_, long) = results
+@pytest.mark.parametrize("load", [True, False])
+def test_check_full_range(load):
+    """DmaCheck against the golden model's rules over the fields' whole ranges."""
+    rng = random.Random(20 + load)
+    dut = DmaCheck(CFG, load=load)
+    opcode = isa.Opcode.LOAD if load else isa.Opcode.SAVE
+    decode = Decoder()
+    cases, got = [], []
+    for _ in range(150):
+        f = {name: rng.choice([0, 1, (1 << width) - 1, rng.getrandbits(width)])
+             for name, (_, width, _) in isa.FIELDS["dma"].items()}
+        f["buf"] = B(f["buf"] & 3) if rng.random() < 0.2 else (B.IBUF if load else B.OBUF)
+        f["dram_addr"] &= ~7 if rng.random() < 0.9 else ~0
+        if rng.random() < 0.5:      # near the buffer's end
+            words = f["planes"] * f["rows"] * f["length"]
+            per_entry = words_per_entry(CFG, f["buf"])
+            f["buf_addr"] = max(0, (buffer_words(CFG, f["buf"]) - words) // per_entry
+                                + rng.randint(-1, 1))
+        extent = dram_extent(f)
+        seg_size = max(0, extent + rng.choice([-8, 0, 8, rng.randint(-1 << 20, 1 << 20)]))
+        cases.append((f, seg_size))
+
+    async def bench(ctx):
+        for f, seg_size in cases:
+            ctx.set(dut.fields, f)
+            ctx.set(dut.seg_size, seg_size)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            fault, = await ctx.tick().sample(dut.fault).until(dut.done)
+            got.append(fault)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    want = []
+    for f, seg_size in cases:
+        buf = B(f["buf"])
+        if decode(isa.encode(opcode, **f)).illegal:
+            want.append(Fault.ILLEGAL)
+        elif dram_extent(f) > seg_size:
+            want.append(Fault.SEGMENT)
+        elif (f["buf_addr"] * words_per_entry(CFG, buf) + f["planes"] * f["rows"] * f["length"]
+              > buffer_words(CFG, buf)):
+            want.append(Fault.BUFFER)
+        else:
+            want.append(Fault.NONE)
+    assert got == want
+    assert {Fault.ILLEGAL, Fault.SEGMENT, Fault.BUFFER, Fault.NONE} <= set(want)
+
+
+def test_fixed_cost_and_rows_back_to_back():
+    """A 1-word LOAD costs ~10 cycles with a fast memory; rows add no cost of their own."""
+    (_, short), = run(LoadUnit, [dma()], latency=1)[0]
     assert short <= 10
-    assert long <= 16 + 1023 // 3 * 3 + 4 + 4 * 2
+    rows = dma(length=16, rows=64, row_stride=40)
+    (_, cycles), = run(LoadUnit, [rows], latency=8)[0]
+    assert 16 * 64 / cycles >= 0.9
+
+
+def test_merge():
+    """AXI4Merge takes AR/R from ``read`` and AW/W/B from ``write``."""
+    dut = AXI4Merge(AXI4Signature(32, 64))
+    seen = {}
+
+    async def bench(ctx):
+        ctx.set(dut.read.arvalid, 1)
+        ctx.set(dut.write.arvalid, 0)
+        ctx.set(dut.write.wdata, 0x1234)
+        ctx.set(dut.read.wdata, 0x5678)
+        ctx.set(dut.bus.rvalid, 1)
+        ctx.set(dut.bus.bvalid, 1)
+        seen.update(arvalid=ctx.get(dut.bus.arvalid), wdata=ctx.get(dut.bus.wdata),
+                    read_rvalid=ctx.get(dut.read.rvalid), write_rvalid=ctx.get(dut.write.rvalid),
+                    write_bvalid=ctx.get(dut.write.bvalid), read_bvalid=ctx.get(dut.read.bvalid))
+
+    sim = Simulator(dut)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == dict(arvalid=1, wdata=0x1234, read_rvalid=1, write_rvalid=0, write_bvalid=1,
+                        read_bvalid=0)
 
 
 def test_signatures():

@@ -125,8 +125,9 @@ def cmd_run(args):
     import numpy as np
     from .sim.host import HostError, run_program
     program, config = _read_program(args.ifp, args.config)
-    if args.backend != "iss":
-        raise UserError(f"backend {args.backend!r} is not available yet (only 'iss')")
+    if args.backend == "rtl" and args.cores != 1:
+        raise UserError(f"--backend rtl simulates one core (the single-core top): use "
+                        f"--cores 1, not {args.cores}")
     if len(program.inputs) != 1 or len(program.outputs) != 1:
         raise UserError("run takes models with one input and one output")
     x = _load_npy(args.input).astype(np.float32)
@@ -137,17 +138,24 @@ def cmd_run(args):
     if x.shape[1:] != shape[1:]:
         raise UserError(f"{args.input}: shape {x.shape} does not match the model input "
                         f"{program.inputs[0]} {shape} (a batch of any size is accepted)")
-    outputs = []
-    for sample in x:
-        try:
-            result = run_program(program, config, {tensor.name: sample[None]}, cores=args.cores)
-        except HostError as error:
-            raise UserError(str(error)) from None
-        outputs.append(result[program.outputs[0]])
-    y = np.concatenate(outputs, axis=0)
+    samples = [{tensor.name: sample[None]} for sample in x]
+    detail = ""
+    try:
+        if args.backend == "rtl":
+            # Every sample in one simulator launch (the launch dominates a small inference).
+            from .sim.rtl_host import run_program_rtl
+            runs = []
+            results = run_program_rtl(program, config, samples, stats=runs)
+            cycles = [run.status["cycles"] for run in runs]
+            detail = f", {int(np.mean(cycles))} cycles per inference"
+        else:
+            results = [run_program(program, config, s, cores=args.cores) for s in samples]
+    except HostError as error:
+        raise UserError(str(error)) from None
+    y = np.concatenate([r[program.outputs[0]] for r in results], axis=0)
     np.save(args.output, y)
     print(f"{args.output}: {y.shape} float32 from {len(x)} inference(s) on {args.cores} "
-          f"core(s), backend {args.backend}")
+          f"core(s), backend {args.backend}{detail}")
     return 0
 
 
@@ -197,7 +205,8 @@ def build_parser():
     p.add_argument("--output", required=True, help=".npy file to write")
     p.add_argument("--cores", type=int, default=1)
     p.add_argument("--backend", choices=("iss", "rtl"), default="iss",
-                   help="iss: instruction-set simulator (golden model)")
+                   help="iss: instruction-set simulator (golden model); rtl: the gateware "
+                        "of one core on Verilator (builds it once, under build/rtl/)")
     p.add_argument("--config", help="configuration (default: the IFP's)")
     p.set_defaults(func=cmd_run)
     return parser

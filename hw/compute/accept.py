@@ -6,7 +6,7 @@ beat. The products this needs (tile sizes, extents, address steps) go through on
 instead of one per product); the whole acceptance takes :data:`ACCEPT_CYCLES` cycles.
 """
 
-from amaranth.hdl import Const, Module, Signal, unsigned
+from amaranth.hdl import Const, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 

@@ -7,7 +7,7 @@ Results of ``CB`` lanes are then cut into ``CB/OCP`` beats of ``OCP`` lanes, the
 post-processing shared with CONV (:class:`LaneSplitter`).
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -56,7 +56,9 @@ class MiscLanes(wiring.Component):
         ce = Signal()
         m.d.comb += [ce.eq(~self.source.valid | self.source.ready), self.sink.ready.eq(ce)]
 
-        acc = Signal(data.ArrayLayout(signed(32), self._cb))
+        # A window sum of at most 255 x 255 int8 values fits 24 bits; under MAXPOOL the
+        # accumulator only ever holds int8 values, so the maximum compares 8 bits.
+        acc = Signal(data.ArrayLayout(signed(24), self._cb))
         is_max = self.func == isa.MiscFunc.MAXPOOL
         is_add = self.func == isa.MiscFunc.ADD
         with m.If(ce):
@@ -65,7 +67,7 @@ class MiscLanes(wiring.Component):
                 m.d.sync += out.tag.eq(beat.tag)
                 for lane in range(self._cb):
                     x, a = beat.x[lane], acc[lane]
-                    step = Mux(is_max, Mux(x > a, x, a), a + x)
+                    step = Mux(is_max, Mux(x > a[:8].as_signed(), x, a), a + x)
                     value = Mux(beat.first, x, step)
                     m.d.sync += [acc[lane].eq(value), out.b[lane].eq(x),
                                  out.a[lane].eq(Mux(is_add, a, value))]

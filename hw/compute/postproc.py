@@ -10,9 +10,9 @@ Each lane uses two 17 x 16-bit signed products (one MULT18X18D each on ECP5): in
 mode the low and high halves of the 32-bit ``wrap32(acc + bias)`` times ``mult_a``, in add mode
 the two operand products. The rounding shift is done as ``((2v >> shift) + 1) >> 1``, which
 equals the reference for every ``shift`` in 0..63 without a 64-bit rounding adder, and a shift
-past the value's width leaves only its sign, which rounds to 0 as in the reference. The
-rounded value is saturated to 10 bits before ``zp_out`` is added: any larger magnitude clamps
-to the same ``lo`` / ``hi``.
+past the value's width leaves only its sign, which rounds to 0 as in the reference.
+``2v >> shift`` is saturated to 12 bits before the rounding add: a larger magnitude rounds to
+at least 1024, which clamps to the same ``lo`` / ``hi`` whatever ``zp_out`` is.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -137,13 +137,13 @@ class PostProcess(wiring.Component):
         fine = r(coarse >> late["shift"][:3], "fine", signed(51))
         late = carry(6)
 
-        # P7: round (ties up); P8: saturate to 10 bits and add zp_out; P9: clamp.
-        rounded = r((fine + 1) >> 1, "rounded", signed(51))
+        # P7: saturate to 12 bits; P8: round (ties up) and add zp_out; P9: clamp.
+        top = fine[11:]
+        fs = r(Mux(top.all() | ~top.any(), fine[:12].as_signed(),
+                   Mux(fine[-1], Const(-2048, signed(12)), Const(2047, signed(12)))),
+               "fine_sat", signed(12))
         late = carry(7)
-        top = rounded[9:]
-        sat = Mux(top.all() | ~top.any(), rounded[:10].as_signed(),
-                  Mux(rounded[-1], Const(-512, signed(10)), Const(511, signed(10))))
-        y0 = r(late["zp_out"] + sat, "y0", signed(11))
+        y0 = r(late["zp_out"] + ((fs + 1) >> 1), "y0", signed(13))
         late = carry(8)
         lo, hi = late["lo"], late["hi"]
         low = Mux(y0 < lo, lo, y0)

@@ -2,7 +2,7 @@
 
 Dataflow of an accepted CONV / MISC (one beat per cycle, in order, no instruction overlap)::
 
-    Sequencer (A: counters, B: addresses) -> buffers (C: read data, pad substitution)
+    Sequencer (A: counters, B: addresses) -> buffers (C: read, D: data, pad substitution)
         CONV -> PEArray -> ABUF                                  (partial sums)
                         -> ParamCache -> PostProcess -> OBUF     (acc_final)
         MISC -> MiscLanes -> LaneSplitter -> ParamCache -> PostProcess -> OBUF
@@ -71,10 +71,11 @@ class ComputeUnit(wiring.Component):
     @staticmethod
     def fixed_cycles(config):
         """Cycles of a post-processed CONV beyond one per PE-array beat, from taking it to
-        ``done``, when nothing stalls: acceptance, sequencer stages A and B and the buffer
-        read (the first beat's own cycle is counted in the beats), PE array, post-processing
-        and the registered ``done``. A partial-sum CONV skips post-processing."""
-        return ACCEPT_CYCLES + 3 - 1 + pe_latency(config) + PostProcess.latency + 1
+        ``done``, when nothing stalls: acceptance, sequencer stages A and B, buffer read and
+        read data (stages C and D; the first beat's own cycle is counted in the beats), PE
+        array, post-processing and the registered ``done``. A partial-sum CONV skips
+        post-processing."""
+        return ACCEPT_CYCLES + 4 - 1 + pe_latency(config) + PostProcess.latency + 1
 
     def elaborate(self, platform):
         m = Module()
@@ -148,7 +149,7 @@ class ComputeUnit(wiring.Component):
         ]
         wiring.connect(m, wiring.flipped(self.pbuf_read), params.pbuf)
 
-        # Stage C: buffer reads; everything up to the PE array / MISC lanes moves with ``adv``.
+        # Buffer reads; everything up to the PE array / MISC lanes moves with ``adv``.
         adv = Signal()
         beat = seq.beat
         m.d.comb += [
@@ -158,37 +159,42 @@ class ComputeUnit(wiring.Component):
             self.wbuf_read.addr.eq(beat.wbuf_addr), self.wbuf_read.en.eq(adv & conv),
             self.abuf_read.addr.eq(beat.tag.addr), self.abuf_read.en.eq(adv & conv),
         ]
-        c_valid, c_pad, c_first, c_last = Signal(), Signal(), Signal(), Signal()
-        c_tag = Signal(Tag)
+        # Stage C: the read is under way; stage D: its data, registered straight out of the
+        # block RAMs (whose clock-to-output leaves no room for logic in the same cycle).
+        ctrl = data.StructLayout({"valid": 1, "pad": 1, "first": 1, "last": 1, "tag": Tag})
+        c, d = Signal(ctrl), Signal(ctrl)
+        d_x = Signal.like(self.ibuf_read.data)
+        d_w = Signal.like(self.wbuf_read.data)
+        d_init = Signal.like(self.abuf_read.data)
         with m.If(adv):
-            m.d.sync += [c_valid.eq(seq.valid), c_pad.eq(seq.pad), c_first.eq(beat.first),
-                         c_last.eq(beat.last), c_tag.eq(beat.tag)]
+            m.d.sync += [c.valid.eq(seq.valid), c.pad.eq(seq.pad), c.first.eq(beat.first),
+                         c.last.eq(beat.last), c.tag.eq(beat.tag),
+                         d.eq(c), d_x.eq(self.ibuf_read.data), d_w.eq(self.wbuf_read.data),
+                         d_init.eq(self.abuf_read.data)]
         with m.If(start):
-            m.d.sync += c_valid.eq(0)
+            m.d.sync += [c.valid.eq(0), d.valid.eq(0)]
         x = Signal(data.ArrayLayout(signed(8), config.cb))
-        m.d.comb += x.eq(Mux(c_pad, Cat(*[job.pad_value] * config.cb),
-                             self.ibuf_read.data.as_value()))
+        m.d.comb += x.eq(Mux(d.pad, Cat(*[job.pad_value] * config.cb), d_x.as_value()))
 
         m.d.comb += [
-            pe.sink.valid.eq(c_valid & conv),
+            pe.sink.valid.eq(d.valid & conv),
             pe.sink.payload.x.eq(x),
-            pe.sink.payload.first.eq(c_first),
-            pe.sink.payload.last.eq(c_last),
-            pe.sink.payload.tag.eq(c_tag),
-            lanes.sink.valid.eq(c_valid & ~conv),
+            pe.sink.payload.first.eq(d.first),
+            pe.sink.payload.last.eq(d.last),
+            pe.sink.payload.tag.eq(d.tag),
+            lanes.sink.valid.eq(d.valid & ~conv),
             lanes.sink.payload.x.eq(x),
-            lanes.sink.payload.first.eq(c_first),
-            lanes.sink.payload.last.eq(c_last),
-            lanes.sink.payload.tag.eq(c_tag),
+            lanes.sink.payload.first.eq(d.first),
+            lanes.sink.payload.last.eq(d.last),
+            lanes.sink.payload.tag.eq(d.tag),
         ]
         for q in range(passes):
-            with m.If(c_tag.p == q):
+            with m.If(d.tag.p == q):
                 for o in range(ocp):
                     lane = q * ocp + o
                     m.d.comb += [
-                        pe.sink.payload.w[o].eq(self.wbuf_read.data[lane]),
-                        pe.sink.payload.init[o].eq(
-                            Mux(job.acc_init, 0, self.abuf_read.data[lane])),
+                        pe.sink.payload.w[o].eq(d_w[lane]),
+                        pe.sink.payload.init[o].eq(Mux(job.acc_init, 0, d_init[lane])),
                     ]
 
         # Results: partial sums to ABUF, everything else through the parameter cache.
