@@ -52,7 +52,7 @@ sim: $(STAMP)
 	$(BIN)/python -m pytest -q -m rtl $(PYTEST_ARGS)
 
 synth: $(STAMP)
-	@echo "make $@: the RTL arrives with the accelerator core (issue #3); nothing to run yet" >&2
+	@echo "make synth: the board top levels and bitstream flows (boards/) are not written yet" >&2
 	@exit 1
 
 clean:
