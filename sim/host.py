@@ -21,7 +21,7 @@ from vdla.compiler.program import Allocation
 from .iss import Machine
 
 __all__ = ["Host", "TenantHandle", "HostError", "run_program_int", "run_program",
-           "quantize", "dequantize"]
+           "quantize", "dequantize", "quantize_inputs", "dequantize_outputs"]
 
 
 class HostError(RuntimeError):
@@ -211,12 +211,8 @@ def dequantize(q, scale, zero_point):
     return ((np.asarray(q, np.int32) - zero_point).astype(np.float32) * np.float32(scale))
 
 
-def run_program(program, config, inputs, cores=1):
-    """Run one inference with float32 inputs and outputs in their ONNX shapes.
-
-    Inputs are quantized with each tensor's scale and zero point; outputs are dequantized and
-    reshaped from ``(C, H, W)`` (flattened in C, H, W order) to their ONNX shape.
-    """
+def quantize_inputs(program, inputs):
+    """Float32 inputs (any shape with the tensor's element count) -> int8 ``(C, H, W)``."""
     int_inputs = {}
     for name in program.inputs:
         entry = program.tensor(name)
@@ -227,7 +223,11 @@ def run_program(program, config, inputs, cores=1):
             raise HostError(f"input {name}: expected shape {tuple(entry.onnx_shape)}, "
                             f"got {x.shape}")
         int_inputs[name] = quantize(x.reshape(entry.shape), entry.scale, entry.zero_point)
-    outputs = run_program_int(program, config, int_inputs, cores)
+    return int_inputs
+
+
+def dequantize_outputs(program, outputs):
+    """int8 ``(C, H, W)`` outputs -> float32 in their ONNX shapes (flattened in C, H, W order)."""
     result = {}
     for name, q in outputs.items():
         entry = program.tensor(name)
@@ -235,3 +235,12 @@ def run_program(program, config, inputs, cores=1):
         result[name] = dequantize(q, entry.scale, entry.zero_point).reshape(shape)
     return result
 
+
+def run_program(program, config, inputs, cores=1):
+    """Run one inference with float32 inputs and outputs in their ONNX shapes.
+
+    Inputs are quantized with each tensor's scale and zero point; outputs are dequantized and
+    reshaped from ``(C, H, W)`` (flattened in C, H, W order) to their ONNX shape.
+    """
+    outputs = run_program_int(program, config, quantize_inputs(program, inputs), cores)
+    return dequantize_outputs(program, outputs)

@@ -32,7 +32,7 @@ from vdla.compiler.errors import CompileError
 from vdla.compiler.link import link
 from vdla.compiler.program import Allocation
 from vdla.regs import Fault
-from .host import HostError, dequantize, quantize
+from .host import HostError, dequantize_outputs, quantize_inputs
 
 __all__ = ["RtlError", "RtlRun", "ProgramRun", "get_build", "run_batch", "program_run",
            "run_program_int_rtl", "run_program_rtl", "opcodes", "DEFAULT_SEG_BASE"]
@@ -342,28 +342,13 @@ def run_program_rtl(program, config, inputs, *, stats=None, **kwargs):
     Other keywords go to :func:`run_program_int_rtl`.
     """
     single = isinstance(inputs, dict)
-    int_inputs = []
-    for sample in ([inputs] if single else inputs):
-        q = {}
-        for name in program.inputs:
-            entry = program.tensor(name)
-            if name not in sample:
-                raise RtlError(f"missing input {name!r}")
-            x = np.asarray(sample[name], np.float32)
-            if x.size != int(np.prod(entry.shape)):
-                raise RtlError(f"input {name}: expected shape {tuple(entry.onnx_shape)}, "
-                               f"got {x.shape}")
-            q[name] = quantize(x.reshape(entry.shape), entry.scale, entry.zero_point)
-        int_inputs.append(q)
-    results = []
+    try:
+        samples = [inputs] if single else inputs
+        int_inputs = [quantize_inputs(program, sample) for sample in samples]
+    except HostError as error:
+        raise RtlError(str(error)) from None
     runs = run_program_int_rtl(program, config, int_inputs, **kwargs)
     if stats is not None:
         stats.extend(runs)
-    for run in runs:
-        out = {}
-        for name, q in run.outputs.items():
-            entry = program.tensor(name)
-            shape = tuple(entry.onnx_shape) if entry.onnx_shape else tuple(entry.shape)
-            out[name] = dequantize(q, entry.scale, entry.zero_point).reshape(shape)
-        results.append(out)
+    results = [dequantize_outputs(program, run.outputs) for run in runs]
     return results[0] if single else results

@@ -113,7 +113,7 @@ def registers_markdown():
         if reg.layout is not None:
             out += [f"### {reg.name}", "", _doc(reg.layout), "", _field_table(reg.layout), ""]
     out += ["## Fault codes", "", _doc(regs.Fault), "", _enum_table(regs.Fault), "",
-            f"## Instruction memory window", "",
+            "## Instruction memory window", "",
             f"Word w at 0x{regs.IMEM_BASE:08X} + 16 * w, four 32-bit lanes, least "
             "significant first.", ""]
     return "\n".join(out)
