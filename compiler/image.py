@@ -15,6 +15,8 @@ import numpy as np
 
 from vdla import isa
 
+from .program import ints_from_words, words_from_ints
+
 __all__ = ["write_image", "read_image_bin", "read_image_hex", "memory_init", "image_summary"]
 
 
@@ -84,14 +86,9 @@ def read_image_bin(path):
 def read_image_hex(path):
     """Read a ``$readmemh`` image (32 hex digits a line) as an ``(n, 2)`` uint64 array."""
     lines = [line.split("//")[0].strip() for line in pathlib.Path(path).read_text().splitlines()]
-    values = [int(line, 16) for line in lines if line]
-    words = np.empty((len(values), 2), np.uint64)
-    words[:, 0] = [v & 0xFFFF_FFFF_FFFF_FFFF for v in values]
-    words[:, 1] = [v >> 64 for v in values]
-    return words
+    return words_from_ints([int(line, 16) for line in lines if line])
 
 
 def memory_init(words):
     """``(n, 2)`` uint64 words -> list of 128-bit ints (an ``amaranth.lib.memory`` init)."""
-    words = _as_words(words)
-    return [lo | (hi << 64) for lo, hi in words.tolist()]
+    return ints_from_words(_as_words(words))

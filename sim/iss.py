@@ -25,6 +25,7 @@ before it moves any data.
 import numpy as np
 
 from vdla import isa, regs
+from vdla.compiler.program import words_from_ints
 from vdla.regs import Fault
 
 from .iss_core import POLICIES, Core
@@ -92,9 +93,7 @@ class Machine:
         """Write instruction words (``(n, 2)`` uint64 or a sequence of 128-bit ints) at ``word``."""
         words = np.asarray(words)
         if words.dtype == object or words.ndim == 1:
-            ints = [int(w) for w in words]
-            words = np.array([[w & 0xFFFF_FFFF_FFFF_FFFF, w >> 64] for w in ints],
-                             np.uint64).reshape(-1, 2)
+            words = words_from_ints([int(w) for w in words]).reshape(-1, 2)
         if word < 0 or word + len(words) > len(self.imem):
             raise MachineError(f"instruction words {word}..{word + len(words) - 1} outside the "
                                f"instruction memory of {len(self.imem)} words")

@@ -25,6 +25,7 @@ from vdla.sim.host import Host
 from vdla.sim.iss import Machine
 
 from hw_sim import run_core_top
+from isa_helpers import E, dma
 
 Op, Buf = isa.Opcode, isa.Buffer
 TINY = get_config("small").replace(ibuf_depth=64, wbuf_depth=16, pbuf_depth=16,
@@ -81,16 +82,6 @@ class CopyCore(Core):
 class CopyTop(CoreTop):
     def make_core(self, config):
         return CopyCore(config)
-
-
-def E(op, deps=None, **fields):
-    return isa.encode(op, deps, **fields)
-
-
-def dma(op, buf, buf_addr, dram_addr, length, rows=1, planes=1, row_stride=0,
-        plane_stride=0, deps=None):
-    return E(op, deps, buf=buf.value, buf_addr=buf_addr, dram_addr=dram_addr, length=length,
-             rows=rows, planes=planes, row_stride=row_stride, plane_stride=plane_stride)
 
 
 def iss_run(config, words, dram, seg_base, seg_size, prog_base=0):

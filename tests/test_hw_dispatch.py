@@ -14,6 +14,7 @@ from vdla.config import get_config
 from vdla.hw.dispatch import Dispatch, connect_unit
 from vdla.regs import Fault
 from vdla.sim.iss_decode import Decoder
+from isa_helpers import E
 
 CFG = get_config("small").replace(imem_depth=256)
 Op, Buf = isa.Opcode, isa.Buffer
@@ -77,10 +78,6 @@ class Harness(wiring.Component):
             m.submodules[name] = unit
             connect_unit(m, getattr(d, name), unit)
         return m
-
-
-def E(op, deps=None, **fields):
-    return isa.encode(op, deps, **fields)
 
 
 def load(length, deps=None, **kw):

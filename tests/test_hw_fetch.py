@@ -11,14 +11,11 @@ from vdla import isa
 from vdla.config import get_config
 from vdla.hw.fetch import Fetcher
 from vdla.regs import Fault
+from isa_helpers import E
 
 CFG = get_config("small").replace(imem_depth=64)
 Op = isa.Opcode
 INDEX_BITS = 9
-
-
-def E(op, deps=None, **fields):
-    return isa.encode(op, deps, **fields)
 
 
 def header(offset, count=1, vcore=0):

@@ -15,22 +15,13 @@ from vdla.regs import Fault
 from vdla.sim import host as host_mod
 from vdla.sim.iss import Machine, MachineError
 from vdla.sim.reference import run_layer
+from isa_helpers import E, dma
 
 CFG = get_config("small")
 CB = CFG.cb
 Op, Buf = isa.Opcode, isa.Buffer
 PUSH_NEXT, POP_PREV, POP_NEXT, PUSH_PREV = ({"push_next": 1}, {"pop_prev": 1}, {"pop_next": 1},
                                             {"push_prev": 1})
-
-
-def E(op, deps=None, **fields):
-    return isa.encode(op, deps, **fields)
-
-
-def dma(op, buf, buf_addr, dram_addr, length, rows=1, planes=1, row_stride=0, plane_stride=0,
-        deps=None):
-    return E(op, deps, buf=buf, buf_addr=buf_addr, dram_addr=dram_addr, length=length,
-             rows=rows, planes=planes, row_stride=row_stride, plane_stride=plane_stride)
 
 
 def requant(rng, k, lo=-128, hi=127):

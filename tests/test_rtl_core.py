@@ -30,6 +30,7 @@ from vdla.regs import Fault
 from vdla.sim import rtl_host
 from vdla.sim.host import Host, run_program_int
 from vdla.sim.iss import Machine
+from isa_helpers import E, dma
 
 pytestmark = pytest.mark.rtl
 
@@ -101,16 +102,6 @@ def iss_tensors(program, inputs):
     host.run()
     handle.check()
     return {t.name: handle.read_output(t.name) for t in program.tensors}
-
-
-def E(op, deps=None, **fields):
-    return isa.encode(op, deps, **fields)
-
-
-def dma(op, buf, buf_addr, dram_addr, length, rows=1, planes=1, row_stride=0,
-        plane_stride=0, deps=None):
-    return E(op, deps, buf=buf.value, buf_addr=buf_addr, dram_addr=dram_addr, length=length,
-             rows=rows, planes=planes, row_stride=row_stride, plane_stride=plane_stride)
 
 
 def hand_program(bad, seg_size):

@@ -13,6 +13,11 @@ from vdla import isa
 __all__ = ["Kind", "Job", "Tag"]
 
 
+
+def _width(view, field):
+    """Width of an instruction field: the job fields hold decoded ISA fields unchanged."""
+    return isa.FIELDS[view][field][1]
+
 class Kind(enum.Enum, shape=2):
     """What the datapath behind the sequencer does with the beats."""
     CONV = 0    #: PE array, then ABUF or post-processing
@@ -33,23 +38,23 @@ class Job(data.Struct):
     dw: 1               #: the input block follows the output block (depthwise CONV, pooling, ADD)
     acc_init: 1         #: CONV accumulators start from 0, not from ABUF
     acc_final: 1        #: results are post-processed into OBUF (always for MISC)
-    n_blk: unsigned(10)
-    out_h: unsigned(8)
-    out_w: unsigned(8)
-    in_h: unsigned(8)
-    in_w: unsigned(8)
-    kh: unsigned(8)
-    kw: unsigned(8)
-    ng: unsigned(12)
-    stride: unsigned(4)
-    pad_top: unsigned(4)
-    pad_left: unsigned(4)
-    pad_value: signed(8)
-    src_a: unsigned(14)
-    src_b: unsigned(14)
-    wbuf_addr: unsigned(12)
-    pbuf_addr: unsigned(12)
-    obuf_addr: unsigned(14)
+    n_blk: unsigned(_width("conv", "n_ob"))
+    out_h: unsigned(_width("conv", "out_h"))
+    out_w: unsigned(_width("conv", "out_w"))
+    in_h: unsigned(_width("conv", "in_h"))
+    in_w: unsigned(_width("conv", "in_w"))
+    kh: unsigned(_width("setup", "kh"))
+    kw: unsigned(_width("setup", "kw"))
+    ng: unsigned(_width("setup", "n_icg"))
+    stride: unsigned(_width("setup", "stride"))
+    pad_top: unsigned(_width("conv", "pad_top"))
+    pad_left: unsigned(_width("conv", "pad_left"))
+    pad_value: signed(_width("setup", "pad_value"))
+    src_a: unsigned(_width("misc", "src_a"))
+    src_b: unsigned(_width("misc", "src_b"))
+    wbuf_addr: unsigned(_width("conv", "wbuf_addr"))
+    pbuf_addr: unsigned(_width("conv", "pbuf_addr"))
+    obuf_addr: unsigned(_width("conv", "obuf_addr"))
     # Derived at accept time (addresses are computed modulo 2**16; valid ones are < 2**14).
     plane: unsigned(16)         #: in_h * in_w: entries per input block
     row_step: unsigned(16)      #: stride * in_w
@@ -61,7 +66,7 @@ class Tag(data.Struct):
     """Destination of a result: OBUF / ABUF entry ``addr``, lanes of pass ``p``; ``blk_last``
     ends an output block (its post-processing parameters may be replaced), ``final`` ends the
     instruction."""
-    addr: unsigned(14)
+    addr: unsigned(_width("conv", "obuf_addr"))
     p: unsigned(6)
     blk_last: 1
     final: 1
