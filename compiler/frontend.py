@@ -197,13 +197,19 @@ class _Frontend:
 
     def activation(self, float_name, user):
         """View of the int8 activation behind a main op's float input (through reshapes)."""
+        def refuse(node):
+            return self.g.unsupported(user, f"input {float_name!r} is not a quantized "
+                                      f"activation (DequantizeLinear output)")
+        return self._view_through(float_name, refuse)
+
+    def _view_through(self, name, refuse):
+        """Walk back from float tensor ``name`` over pass-through and reshaping nodes to its
+        DequantizeLinear; ``refuse(node)`` makes the error for any other producer (or None)."""
         reshapes = []
-        name = float_name
         while True:
             node = self.g.producer.get(name)
             if node is None or node.op_type not in PASS_THROUGH | RESHAPES | {"DequantizeLinear"}:
-                raise self.g.unsupported(user, f"input {float_name!r} is not a quantized "
-                                         f"activation (DequantizeLinear output)")
+                raise refuse(node)
             if node.op_type == "DequantizeLinear":
                 view = self._dq_view(node)
                 break
@@ -364,27 +370,13 @@ class _Frontend:
     def _output_view(self, name):
         if name in self.views:
             return self.views[name]
-        reshapes = []
-        current = name
-        while True:
-            node = self.g.producer.get(current)
+
+        def refuse(node):
             if node is None:
-                raise CompileError(f"output {name!r} is the float model input itself")
-            if node.op_type == "DequantizeLinear":
-                view = self._dq_view(node)
-                break
-            if node.op_type not in PASS_THROUGH | RESHAPES:
-                raise self.g.unsupported(node, f"output {name!r} is computed in float after "
-                                         f"the last DequantizeLinear; it must be quantized")
-            if node.op_type in RESHAPES:
-                reshapes.append(node)
-            else:
-                self._pass_through(node)
-            current = node.input[0]
-        shape = view.shape
-        for node in reversed(reshapes):
-            shape = self._reshaped(node, shape, self.tensors[view.ir].shape)
-        return View(view.ir, shape)
+                return CompileError(f"output {name!r} is the float model input itself")
+            return self.g.unsupported(node, f"output {name!r} is computed in float after the "
+                                      f"last DequantizeLinear; it must be quantized")
+        return self._view_through(name, refuse)
 
 
 def _tighter(current, new, pick):
