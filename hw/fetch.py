@@ -1,12 +1,17 @@
 """Instruction fetch of one core's stream from a linked image (the per-core part of the
 first-level dispatch).
 
-On ``start`` the fetcher reads the region's STREAM header (word 0: it must be header 0 of 1,
-else fault CORES), then streams the words of that virtual core's stream to the core, one per
-cycle, prefetching a few words ahead. Every word, SYNC and END included, goes to the core:
-the core takes a SYNC or END only once it has drained, so "the core took it" means every
-earlier instruction has retired. After a SYNC the fetcher waits for ``sync_release`` (the
-barrier of the multi-core pool; tied high for a single core); after END it is done.
+On ``start`` the fetcher reads its virtual core's STREAM header (region word ``vcore``: it
+must be header ``vcore`` of ``vcount``, else fault CORES), waits for ``go`` (the tenant's
+cores start together once every header is checked; tied high for a single core), then
+streams the words of that virtual core's stream to the core, one per cycle, prefetching a few
+words ahead. Every word, SYNC and END included, goes to the core: the core takes a SYNC or END
+only once it has drained, so "the core took it" means every earlier instruction has retired.
+After a SYNC the fetcher waits for ``sync_release`` (the barrier of the multi-core pool; tied
+high for a single core); after END it is done. ``abort`` drops everything and idles.
+
+The instruction memory's read port may be shared: a read (``imem.en``) happens only in a
+cycle with ``imem_grant`` (tied high when the port is the fetcher's own).
 
 A fetch outside the program region (offset past ``prog_size`` or past the instruction memory)
 faults REGION, but only when that word would be the next one handed over: prefetching past
@@ -43,8 +48,16 @@ class Fetcher(wiring.Component):
     -------
     start : ``In(1)``
         Pulse: start the program in the region ``prog_base`` / ``prog_size`` (words).
-    imem : ``In(ReadPort.Signature(...))``
-        Read port of the instruction memory (data the cycle after ``en``).
+    vcore, vcount : ``In(8)``
+        This core's virtual core and the tenant's number of cores (0 and 1 for one core).
+    header_ready : ``Out(1)``, ``go : In(1, init=1)``
+        The header checked out; streaming begins when ``go`` is high.
+    abort : ``In(1)``
+        Pulse: stop fetching and idle (the tenant stops or faults elsewhere).
+    imem : ``In(ReadPort.Signature(...))``, ``imem_grant : In(1, init=1)``
+        Read port of the instruction memory (data the cycle after a granted ``en``).
+    boundary_pc : ``Out(32)``
+        Instruction-memory word of the last FRAME, SYNC or END the core took.
     insn : ``Out(stream.Signature(isa.Insn))``
         Words of the stream, to the core.
     core_idle, core_fault, core_fault_valid, core_fault_index : ``In``
@@ -67,7 +80,14 @@ class Fetcher(wiring.Component):
             "start": In(1),
             "prog_base": In(32),
             "prog_size": In(32),
+            "vcore": In(8),
+            "vcount": In(8, init=1),
+            "header_ready": Out(1),
+            "go": In(1, init=1),
+            "abort": In(1),
             "imem": In(ReadPort.Signature(addr_width=self.pc_bits, shape=isa.Insn)),
+            "imem_grant": In(1, init=1),
+            "boundary_pc": Out(32),
             "insn": Out(stream.Signature(isa.Insn)),
             "core_idle": In(1),
             "core_fault": In(Fault),
@@ -94,20 +114,24 @@ class Fetcher(wiring.Component):
         pc_q = Signal(32)
         outside_q = Signal()
 
-        # Prefetch queue, emptied on start.
+        # Prefetch queue, emptied on start and abort.
         q = fifo.SyncFIFOBuffered(width=Shape.cast(self.entry_layout).width, depth=PREFETCH)
-        m.submodules.queue = ResetInserter(self.start)(q)
+        m.submodules.queue = ResetInserter(self.start | self.abort)(q)
         head = data.View(self.entry_layout, q.r_data)
 
         pc = self.prog_base + offset
         outside = (offset >= self.prog_size) | (pc >= depth)
-        read = Signal()
+        want = Signal()
+        read = Signal()             # a word enters the queue next cycle
         m.d.comb += [
-            read.eq(fetching & (q.level + in_flight < PREFETCH)),
+            want.eq(fetching & (q.level + in_flight < PREFETCH)),
+            # A word outside the region needs no memory read, only its place in the queue.
+            read.eq(want & (outside | self.imem_grant)),
             self.imem.addr.eq(pc),
-            self.imem.en.eq(read & ~outside),
+            self.imem.en.eq(want & ~outside),
+            self.boundary_pc.eq(mark - 1),
         ]
-        m.d.sync += in_flight.eq(read & ~self.start)
+        m.d.sync += in_flight.eq(read & ~self.start & ~self.abort)
         with m.If(read):
             m.d.sync += [pc_q.eq(pc), outside_q.eq(outside), offset.eq(offset + 1)]
             with m.If(outside):
@@ -134,19 +158,22 @@ class Fetcher(wiring.Component):
                 m.next = "Faulted"
             with m.If(self.start):
                 m.next = "Read-Header"
+            with m.Elif(self.abort):
+                m.next = "Idle"
 
         with m.FSM(name="fetch"):
             with m.State("Idle"):
                 exits()
 
             with m.State("Read-Header"):
-                m.d.comb += [self.running.eq(1),
-                             self.imem.addr.eq(self.prog_base), self.imem.en.eq(1)]
-                with m.If((self.prog_size == 0) | (self.prog_base >= depth)):
-                    m.d.comb += [fault_now.eq(1), code.eq(Fault.REGION),
-                                 where.eq(self.prog_base)]
+                header_pc = self.prog_base + self.vcore
+                m.d.comb += [self.running.eq(1), self.imem.addr.eq(header_pc)]
+                with m.If((self.vcore >= self.prog_size) | (header_pc >= depth)):
+                    m.d.comb += [fault_now.eq(1), code.eq(Fault.REGION), where.eq(header_pc)]
                 with m.Else():
-                    m.next = "Check-Header"
+                    m.d.comb += self.imem.en.eq(1)
+                    with m.If(self.imem_grant):
+                        m.next = "Check-Header"
                 exits()
 
             with m.State("Check-Header"):
@@ -154,13 +181,23 @@ class Fetcher(wiring.Component):
                 word = self.imem.data
                 hdr = word.body.stream
                 with m.If((word.opcode == isa.Opcode.STREAM) & (word.deps.as_value() == 0)
-                          & (hdr.vcore == 0) & (hdr.count == 1)):
+                          & (hdr.vcore == self.vcore) & (hdr.count == self.vcount)):
+                    # Prefetch already while the other cores' headers are checked.
                     m.d.sync += [offset.eq(hdr.offset), mark.eq(self.prog_base + hdr.offset),
                                  fetching.eq(1)]
-                    m.next = "Stream"
+                    with m.If(self.go):
+                        m.next = "Stream"
+                    with m.Else():
+                        m.next = "Header-Ready"
                 with m.Else():
                     m.d.comb += [fault_now.eq(1), code.eq(Fault.CORES),
-                                 where.eq(self.prog_base)]
+                                 where.eq(self.prog_base + self.vcore)]
+                exits()
+
+            with m.State("Header-Ready"):
+                m.d.comb += [self.running.eq(1), self.header_ready.eq(1)]
+                with m.If(self.go):
+                    m.next = "Stream"
                 exits()
 
             with m.State("Stream"):
@@ -178,7 +215,7 @@ class Fetcher(wiring.Component):
                                          self.sync_barrier.eq(head.insn.body.sync.barrier)]
                             m.next = "Sync-Wait"
                         with m.Case(isa.Opcode.END):
-                            m.d.sync += fetching.eq(0)
+                            m.d.sync += [mark.eq(head.pc + 1), fetching.eq(0)]
                             m.next = "End-Wait"
                 exits()
 
@@ -201,7 +238,8 @@ class Fetcher(wiring.Component):
         with m.If(fault_now):
             m.d.sync += [self.fault.eq(code), self.fault_valid.eq(1),
                          self.fault_pc.eq(where), fetching.eq(0)]
+        with m.If(self.start | self.abort):
+            m.d.sync += [self.done.eq(0), fetching.eq(0), offset.eq(0)]
         with m.If(self.start):
-            m.d.sync += [self.done.eq(0), self.fault_valid.eq(0), self.fault.eq(Fault.NONE),
-                         fetching.eq(0), offset.eq(0)]
+            m.d.sync += [self.fault_valid.eq(0), self.fault.eq(Fault.NONE)]
         return m

