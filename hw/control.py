@@ -7,10 +7,12 @@ pair the low and high halves of the 64-bit member ``name``), the fields of a wri
 register with a layout (CTRL) pulse the port members of the same name, and a register the
 block cannot serve is refused with a :exc:`ValueError` instead of being left out.
 
-Timing: AW and W are taken independently into one-entry holding registers; the write takes
-effect in the cycle both are held and no response is pending, and B follows on the next
-cycle. AR is held one cycle while the address is decoded; the read mux is registered into R.
-The read and write halves are independent. Any access the map does not allow (unmapped,
+Timing: AW and W are taken independently into one-entry holding registers (AW's address as
+registered region and register selects); the write takes effect in the cycle both are held
+and no response is pending, and B follows on the next cycle. AR's address is likewise
+decoded as it is taken, and the next cycle the read mux, fed from those selects, is
+registered into R. The read and write halves are independent; B comes two cycles after the
+later of AW and W is taken, R two cycles after AR. Any access the map does not allow (unmapped,
 unaligned, read-only, write-only, partial strobes, a tenant or word that does not exist) is
 answered SLVERR and changes nothing.
 """
@@ -221,28 +223,33 @@ class Control(wiring.Component):
             "irq": Out(config.tenants),
         })
 
-    def _decode(self, m, addr, prefix):
-        """Region and register hits of ``addr``, each exact (unaligned addresses hit none)."""
+    def _decode(self, m, addr, load, prefix):
+        """Region and register hits of ``addr``, registered when ``load`` so that the write
+        enables and the read mux start from flip-flops. Every hit is exact: an unaligned
+        address hits nothing."""
         stride_bits = ceil_log2(regs.TENANT_STRIDE)
         first = regs.TENANT_BASE // regs.TENANT_STRIDE
         word_bits = ceil_log2(WORD_BYTES)
 
-        def hit(name, expr):
-            sig = Signal(name=f"{prefix}_{name}")
-            m.d.comb += sig.eq(expr)
+        def held(name, expr, width=1):
+            sig = Signal(width, name=f"{prefix}_{name}")
+            with m.If(load):
+                m.d.sync += sig.eq(expr)
             return sig
 
         rel = Signal(len(addr), name=f"{prefix}_imem_rel")
         m.d.comb += rel.eq(addr - regs.IMEM_BASE)
         return SimpleNamespace(
-            glob={reg.name: hit(reg.name.lower(), addr == reg.offset) for reg, _ in self._globals},
-            tenant=[hit(f"tenant{t}", addr[stride_bits:] == first + t)
+            glob={reg.name: held(reg.name.lower(), addr == reg.offset)
+                  for reg, _ in self._globals},
+            tenant=[held(f"tenant{t}", addr[stride_bits:] == first + t)
                     for t in range(self._config.tenants)],
-            reg={reg.name: hit(f"t_{reg.name.lower()}", addr[:stride_bits] == reg.offset)
+            reg={reg.name: held(f"t_{reg.name.lower()}", addr[:stride_bits] == reg.offset)
                  for reg, _, _ in self._plan},
-            imem=hit("imem", (addr >= regs.IMEM_BASE) & (addr[:2] == 0) &
-                     (rel[word_bits:] < self._config.imem_depth)),
-            word=rel[word_bits:], lane=rel[2:word_bits])
+            imem=held("imem", (addr >= regs.IMEM_BASE) & (addr[:2] == 0) &
+                      (rel[word_bits:] < self._config.imem_depth)),
+            word=held("word", rel[word_bits:], len(self.imem_addr)),
+            lane=held("lane", rel[2:word_bits], word_bits - 2))
 
     def elaborate(self, platform):
         m = Module()
@@ -250,15 +257,14 @@ class Control(wiring.Component):
         ports = list(self.tenants)
         n = len(ports)
 
-        # Write half: AW and W each held in a one-entry register until the write is done.
+        # Write half: AW (decoded) and W each held in a one-entry register until the write.
         aw_full, w_full, b_valid = Signal(), Signal(), Signal()
-        aw_addr = Signal(len(bus.awaddr))
         w_data, w_strb = Signal(REG_BITS), Signal(REG_BITS // 8)
         b_resp = Signal(Resp)
         m.d.comb += [bus.awready.eq(~aw_full), bus.wready.eq(~w_full),
                      bus.bvalid.eq(b_valid), bus.bresp.eq(b_resp)]
         with m.If(bus.awvalid & ~aw_full):
-            m.d.sync += [aw_addr.eq(bus.awaddr), aw_full.eq(1)]
+            m.d.sync += aw_full.eq(1)
         with m.If(bus.wvalid & ~w_full):
             m.d.sync += [w_data.eq(bus.wdata), w_strb.eq(bus.wstrb), w_full.eq(1)]
         with m.If(b_valid & bus.bready):
@@ -267,7 +273,7 @@ class Control(wiring.Component):
         write = Signal()    # ... and may change state (registers take whole words only)
         m.d.comb += [access.eq(aw_full & w_full & ~b_valid),
                      write.eq(access & (w_strb == _FULL_STROBE))]
-        wdec = self._decode(m, aw_addr, "w")
+        wdec = self._decode(m, bus.awaddr, bus.awvalid & ~aw_full, "w")
 
         irq_status, irq_enable = Signal(n), Signal(n)
         writable = [wdec.imem]
@@ -307,17 +313,16 @@ class Control(wiring.Component):
             m.d.sync += [aw_full.eq(0), w_full.eq(0), b_valid.eq(1),
                          b_resp.eq(Mux(write & _any(writable), Resp.OKAY, Resp.SLVERR))]
 
-        # Read half: AR held one cycle while decoded, then the registered mux answers.
+        # Read half: AR decoded as taken, then the mux is registered into R.
         ar_full, r_valid = Signal(), Signal()
-        ar_addr = Signal(len(bus.araddr))
         r_data, r_resp = Signal(REG_BITS), Signal(Resp)
         m.d.comb += [bus.arready.eq(~ar_full & ~r_valid), bus.rvalid.eq(r_valid),
                      bus.rdata.eq(r_data), bus.rresp.eq(r_resp)]
         with m.If(bus.arvalid & bus.arready):
-            m.d.sync += [ar_addr.eq(bus.araddr), ar_full.eq(1)]
+            m.d.sync += ar_full.eq(1)
         with m.If(r_valid & bus.rready):
             m.d.sync += r_valid.eq(0)
-        rdec = self._decode(m, ar_addr, "r")
+        rdec = self._decode(m, bus.araddr, bus.arvalid & bus.arready, "r")
         terms, readable = [], []
         for reg, value in self._globals:
             hit = rdec.glob[reg.name]
