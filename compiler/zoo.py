@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["OPSET", "GraphBuilder", "resnet18", "resnet50", "vgg16", "mobilenetv2"]
+__all__ = ["OPSET", "GraphBuilder", "resnet8", "resnet18", "resnet50", "vgg16", "mobilenetv2"]
 
 #: Opset of the generated models (Clip takes min/max as inputs from opset 11 on).
 OPSET = 13
@@ -228,10 +228,13 @@ def _bottleneck(g, x, width, stride):
     return g.relu(g.add(y, short))
 
 
-def _resnet(name, block, counts, widths, size, classes, seed):
+def _resnet(name, block, counts, widths, size, classes, seed, stem=None):
     g = GraphBuilder(name, (3, size, size), seed)
-    x = g.conv_bn("input", 64, 7, 2)
-    x = g.maxpool(x, 3, 2, (1, 1, 1, 1))
+    if stem is None:
+        x = g.conv_bn("input", 64, 7, 2)
+        x = g.maxpool(x, 3, 2, (1, 1, 1, 1))
+    else:
+        x = g.conv_bn("input", stem, 3, 1)
     for stage, (count, width) in enumerate(zip(counts, widths)):
         for i in range(count):
             x = block(g, x, width, 2 if i == 0 and stage > 0 else 1)
@@ -242,6 +245,13 @@ def resnet18(size=224, classes=1000, seed=0):
     """ResNet-18 (basic blocks 2-2-2-2) as a float ONNX model."""
     return _resnet("resnet18", _basic_block, (2, 2, 2, 2), (64, 128, 256, 512), size, classes,
                    seed)
+
+
+def resnet8(size=32, classes=10, seed=0):
+    """ResNet-8 for small images (CIFAR style: a 3x3 stem of 16 channels, one basic block per
+    stage of 16, 32 and 64 channels); small enough to simulate in RTL in seconds."""
+    return _resnet("resnet8", _basic_block, (1, 1, 1), (16, 32, 64), size, classes, seed,
+                   stem=16)
 
 
 def resnet50(size=224, classes=1000, seed=0):

@@ -3,8 +3,9 @@
 A :class:`Host` owns a :class:`~vdla.sim.iss.Machine`; :meth:`Host.tenant` hands out
 :class:`TenantHandle` objects, each confined to its own tenant registers, instruction-memory
 region and DRAM segment (the handle refuses anything outside them, and the host refuses
-handles whose regions, segments or core masks overlap). The same driver API is what the RTL
-testbenches use over the real bus.
+handles whose regions, segments or core masks overlap). :class:`TenantView` holds those checks
+and the tensor I/O once, for this driver and for the async driver of :mod:`.driver`, which
+drives any :mod:`.bus` backend (the ISS or the RTL) through the same register map.
 
 Conveniences: :func:`run_program_int` (int8 tensors in, int8 tensors out) and
 :func:`run_program` (float tensors in ONNX shapes, quantized and dequantized like ONNX
@@ -12,6 +13,7 @@ QuantizeLinear / DequantizeLinear).
 """
 
 import dataclasses
+import time
 
 import numpy as np
 
@@ -20,7 +22,8 @@ from vdla.compiler.link import link
 from vdla.compiler.program import Allocation
 from .iss import Machine
 
-__all__ = ["Host", "TenantHandle", "HostError", "run_program_int", "run_program",
+__all__ = ["Host", "TenantHandle", "TenantView", "HostError", "check_disjoint",
+           "check_new_tenant", "fault_message", "run_program_int", "run_program",
            "quantize", "dequantize", "quantize_inputs", "dequantize_outputs"]
 
 
@@ -32,21 +35,47 @@ def _overlap(a0, a1, b0, b1):
     return a0 < b1 and b0 < a1
 
 
-class TenantHandle:
-    """One tenant's view of the machine: its registers, region and segment only.
+def _mask(allocation):
+    return (1 << allocation.cores) - 1 if allocation.core_mask is None else allocation.core_mask
 
-    Created by :meth:`Host.tenant`; ``allocation`` fixes the core mask, region and segment
-    (``prog_size`` / ``seg_size`` left as None are sized by the first :meth:`load`).
+
+def check_disjoint(handle, handles):
+    """Refuse ``handle`` if its program region, DRAM segment or cores overlap those of another
+    tenant's of ``handles`` (those whose region and segment are sized)."""
+    a = handle.allocation
+    for other in handles:
+        b = other.allocation
+        if other.index == handle.index or b.prog_size is None or b.seg_size is None:
+            continue
+        if _overlap(a.prog_base, a.prog_base + a.prog_size, b.prog_base,
+                    b.prog_base + b.prog_size):
+            raise HostError(f"tenant {handle.index}'s program region overlaps tenant "
+                            f"{other.index}'s")
+        if _overlap(a.seg_base, a.seg_base + a.seg_size, b.seg_base, b.seg_base + b.seg_size):
+            raise HostError(f"tenant {handle.index}'s DRAM segment overlaps tenant "
+                            f"{other.index}'s")
+        if _mask(a) & _mask(b):
+            raise HostError(f"tenant {handle.index}'s cores overlap tenant {other.index}'s")
+
+
+class TenantView:
+    """What confines one tenant, whatever drives it: its allocation (core mask, region,
+    segment), the checks every access goes through, and its program's tensor I/O.
+
+    Shared by :class:`TenantHandle` (synchronous, over a :class:`Machine`) and
+    :class:`vdla.sim.driver.Tenant` (async, over any bus). ``owner`` has ``config``,
+    ``dram_bytes`` and ``handles`` (index -> view).
     """
 
-    def __init__(self, host, index, allocation):
-        self.host, self.index = host, index
+    def __init__(self, owner, index, allocation):
+        self.owner, self.index = owner, index
+        self.config = owner.config
         self.allocation = dataclasses.replace(allocation)
         self.program = None
         self.image = None
 
-    # The handle's confinement: every access goes through these checks.
     def _segment_range(self, offset, nbytes):
+        """Absolute DRAM byte range of segment bytes ``offset..offset+nbytes``."""
         size = self.allocation.seg_size
         if offset < 0 or size is None or offset + nbytes > size:
             raise HostError(f"tenant {self.index}: bytes {offset}..{offset + nbytes} are "
@@ -54,37 +83,25 @@ class TenantHandle:
         base = self.allocation.seg_base + offset
         return base, base + nbytes
 
-    def write_segment(self, offset, data):
-        """Write bytes at a segment-relative offset."""
-        data = np.frombuffer(bytes(data), np.uint8) if not isinstance(data, np.ndarray) else \
-            np.ascontiguousarray(data).reshape(-1).view(np.uint8)
-        lo, hi = self._segment_range(offset, len(data))
-        self.host.machine.dram[lo:hi] = data
-
-    def read_segment(self, offset, nbytes):
-        lo, hi = self._segment_range(offset, nbytes)
-        return self.host.machine.dram[lo:hi].copy()
-
-    def load(self, program):
-        """Link ``program`` for this tenant and write its region, registers and weights."""
-        alloc = self.allocation
+    def _link(self, program, allocation=None):
+        """Link ``program`` for ``allocation`` (default: the view's own) and fill in its unset
+        core mask, region and segment sizes; check the confinement; -> (image, link ms)."""
+        alloc = self.allocation if allocation is None else allocation
         if alloc.seg_size is None:
             alloc.seg_size = program.segment_size
-        image = link(program, self.host.config, alloc)
+        start = time.perf_counter()
+        image = link(program, self.config, alloc)
+        elapsed = (time.perf_counter() - start) * 1e3
         if alloc.prog_size is None:
             alloc.prog_size = image.registers["PROG_SIZE"]
-        self.host._check_disjoint(self)
-        machine = self.host.machine
-        if alloc.seg_base + alloc.seg_size > len(machine.dram):
+        if alloc.core_mask is None:
+            alloc.core_mask = image.registers["CORE_MASK"]
+        check_disjoint(_Probe(self.index, alloc), self.owner.handles.values())
+        if alloc.seg_base + alloc.seg_size > self.owner.dram_bytes:
             raise HostError(f"tenant {self.index}: segment 0x{alloc.seg_base:x}+"
-                            f"0x{alloc.seg_size:x} exceeds the machine's {len(machine.dram)} "
-                            f"bytes of DRAM")
-        machine.write_imem(alloc.prog_base, image.words)
-        for name, value in image.registers.items():
-            machine.write_reg(self.index, name, value)
-        self.write_segment(0, np.frombuffer(program.weights, np.uint8))
-        self.program, self.image = program, image
-        return image
+                            f"0x{alloc.seg_size:x} exceeds the {self.owner.dram_bytes} bytes "
+                            f"of DRAM")
+        return image, elapsed
 
     def _tensor(self, name):
         if self.program is None:
@@ -95,23 +112,81 @@ class TenantHandle:
             raise HostError(f"tenant {self.index}: program {self.program.model!r} has no "
                             f"tensor {name!r}") from None
 
-    def write_input(self, name, x):
-        """Write an int8 ``(C, H, W)`` tensor in the blocked layout at its segment offset."""
+    def _input_bytes(self, name, x):
+        """Absolute DRAM address and blocked bytes of an int8 ``(C, H, W)`` input."""
         entry = self._tensor(name)
         x = np.asarray(x)
         if x.dtype != np.int8 or x.shape != tuple(entry.shape):
             raise HostError(f"input {name}: expected int8 {tuple(entry.shape)}, "
                             f"got {x.dtype} {x.shape}")
-        data = layout.to_blocked(x, self.host.config.cb)
+        data = layout.to_blocked(x, self.config.cb)
         if len(data) > entry.size:
             raise HostError(f"input {name}: {len(data)} bytes do not fit its {entry.size}")
-        self.write_segment(entry.offset, data)
+        return self._segment_range(entry.offset, len(data))[0], data
+
+    def _output_range(self, name):
+        entry = self._tensor(name)
+        return self._segment_range(entry.offset, entry.size)
+
+    def _output(self, name, raw):
+        """int8 ``(C, H, W)`` from the blocked bytes of tensor ``name``."""
+        return layout.from_blocked(raw, self._tensor(name).shape, self.config.cb)
+
+
+class _Probe:
+    """A would-be allocation of a view, checked against the others before it is taken."""
+
+    def __init__(self, index, allocation):
+        self.index, self.allocation = index, allocation
+
+
+def _as_bytes(data):
+    if isinstance(data, np.ndarray):
+        return np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    return np.frombuffer(bytes(data), np.uint8)
+
+
+class TenantHandle(TenantView):
+    """One tenant's view of the machine: its registers, region and segment only.
+
+    Created by :meth:`Host.tenant`; ``allocation`` fixes the core mask, region and segment
+    (``prog_size`` / ``seg_size`` left as None are sized by the first :meth:`load`).
+    """
+
+    def __init__(self, host, index, allocation):
+        super().__init__(host, index, allocation)
+        self.host = host
+
+    def write_segment(self, offset, data):
+        """Write bytes at a segment-relative offset."""
+        data = _as_bytes(data)
+        lo, hi = self._segment_range(offset, len(data))
+        self.host.machine.dram[lo:hi] = data
+
+    def read_segment(self, offset, nbytes):
+        lo, hi = self._segment_range(offset, nbytes)
+        return self.host.machine.dram[lo:hi].copy()
+
+    def load(self, program):
+        """Link ``program`` for this tenant and write its region, registers and weights."""
+        image, _ = self._link(program)
+        machine = self.host.machine
+        machine.write_imem(self.allocation.prog_base, image.words)
+        for name, value in image.registers.items():
+            machine.write_reg(self.index, name, value)
+        self.write_segment(0, np.frombuffer(program.weights, np.uint8))
+        self.program, self.image = program, image
+        return image
+
+    def write_input(self, name, x):
+        """Write an int8 ``(C, H, W)`` tensor in the blocked layout at its segment offset."""
+        address, data = self._input_bytes(name, x)
+        self.host.machine.dram[address:address + len(data)] = data
 
     def read_output(self, name):
         """Read a tensor back as int8 ``(C, H, W)``."""
-        entry = self._tensor(name)
-        return layout.from_blocked(self.read_segment(entry.offset, entry.size), entry.shape,
-                                   self.host.config.cb)
+        lo, hi = self._output_range(name)
+        return self._output(name, self.host.machine.dram[lo:hi].copy())
 
     def start(self):
         self.host.machine.start(self.index)
@@ -129,11 +204,17 @@ class TenantHandle:
         """Raise :class:`HostError` if the tenant faulted or did not finish."""
         st = self.status()
         if st["faulted"]:
-            raise HostError(f"tenant {self.index} faulted {st['fault'].name} at word "
-                            f"{st['fault_pc']} on core {st['fault_core']}: {st['fault_reason']}")
+            raise HostError(fault_message(self.index, st))
         if not st["done"]:
             raise HostError(f"tenant {self.index} did not finish (status {st})")
         return st
+
+
+def fault_message(index, status):
+    """One line describing the fault in ``status`` (a status dict)."""
+    reason = f": {status['fault_reason']}" if status.get("fault_reason") else ""
+    return (f"tenant {index} faulted {status['fault'].name} at word {status['fault_pc']} on "
+            f"core {status['fault_core']}{reason}")
 
 
 class Host:
@@ -142,38 +223,26 @@ class Host:
     def __init__(self, config, dram_bytes, policy="load-first"):
         self.config = config
         self.machine = Machine(config, dram_bytes, policy)
+        self.dram_bytes = len(self.machine.dram)
         self.handles = {}
 
     def tenant(self, index, allocation):
         """The handle of tenant ``index`` with ``allocation`` (an :class:`Allocation`)."""
-        if index in self.handles:
-            raise HostError(f"tenant {index} already has a handle")
-        if not 0 <= index < self.config.tenants:
-            raise HostError(f"tenant {index} does not exist (0..{self.config.tenants - 1})")
+        check_new_tenant(self, index)
         handle = TenantHandle(self, index, allocation)
         self.handles[index] = handle
         return handle
 
-    def _check_disjoint(self, handle):
-        a = handle.allocation
-        mask = (1 << a.cores) - 1 if a.core_mask is None else a.core_mask
-        for other in self.handles.values():
-            b = other.allocation
-            if other is handle or b.prog_size is None or b.seg_size is None:
-                continue
-            if _overlap(a.prog_base, a.prog_base + a.prog_size, b.prog_base,
-                        b.prog_base + b.prog_size):
-                raise HostError(f"tenant {handle.index}'s program region overlaps tenant "
-                                f"{other.index}'s")
-            if _overlap(a.seg_base, a.seg_base + a.seg_size, b.seg_base, b.seg_base + b.seg_size):
-                raise HostError(f"tenant {handle.index}'s DRAM segment overlaps tenant "
-                                f"{other.index}'s")
-            other_mask = (1 << b.cores) - 1 if b.core_mask is None else b.core_mask
-            if mask & other_mask:
-                raise HostError(f"tenant {handle.index}'s cores overlap tenant {other.index}'s")
-
     def run(self, policy=None, max_phases=None):
         return self.machine.run(policy, max_phases)
+
+
+def check_new_tenant(owner, index):
+    """Refuse a second handle for tenant ``index``, or a tenant the configuration lacks."""
+    if index in owner.handles:
+        raise HostError(f"tenant {index} already has a handle")
+    if not 0 <= index < owner.config.tenants:
+        raise HostError(f"tenant {index} does not exist (0..{owner.config.tenants - 1})")
 
 
 def _segment_bytes(program):

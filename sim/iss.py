@@ -15,6 +15,14 @@ Within a phase the virtual cores run one after the other, in ascending order und
 ``load-first`` policy and in descending order under ``compute-first``, so that two cores
 racing on the same DRAM bytes inside one layer also give policy-dependent results.
 
+Time: ``cycle`` is a global clock in *estimated* cycles (the cost model of :mod:`.iss_core`).
+A phase costs its slowest core's estimate plus :data:`SYNC_OVERHEAD`. :meth:`Machine.advance`
+runs the tenants concurrently: a phase executes (moves its data) when it starts and takes
+effect (barrier, counters, done, interrupt; a fault inside a stream: at its start) when it
+ends, in time order across tenants, so a tenant started at cycle ``s`` interrupts at ``s`` +
+the CYCLES it spent: its per-inference latency is its estimate. :meth:`Machine.run` keeps its
+round robin and leaves ``cycle`` at the latest end.
+
 Faults (:class:`vdla.regs.Fault`) stop the faulting tenant on all of its cores and leave the
 other tenants running. The model's dispatcher checks a whole frame (fetch region, opcodes,
 flags, fields) before the frame's units start, so an ILLEGAL or REGION fault inside a frame
@@ -59,6 +67,8 @@ class _Tenant:
         self.base = self.size = 0
         self.segment = None
         self.runs = self.completed = 0
+        # Clock: when the next phase starts; the executed phase awaiting its end, if any.
+        self.ready, self.pending = 0, None
 
     def _clear(self):
         self.running = self.done = self.faulted = self.stopped = False
@@ -85,6 +95,7 @@ class Machine:
         self.cores = [Core(config, i) for i in range(config.cores)]
         self.tenants = [_Tenant(t) for t in range(config.tenants)]
         self.irq_status = 0
+        self.cycle = 0
         self._decode = Decoder()
 
     # ----------------------------------------------------------------- host interface
@@ -159,6 +170,16 @@ class Machine:
             raise MachineError(f"no global register {name!r}")
         return values[name]
 
+    def write_global(self, name, value):
+        """Write a global register: IRQ_STATUS clears the bits written as 1 (the rest are
+        read-only)."""
+        if name == "IRQ_STATUS":
+            self.irq_status &= ~int(value)
+        elif name in {reg.name for reg in regs.GLOBAL_REGS}:
+            raise MachineError(f"register {name} is read-only")
+        else:
+            raise MachineError(f"no global register {name!r}")
+
     def status(self, tenant):
         """Decoded status of a tenant as a dict (STATUS fields, counters, fault details)."""
         t = self._tenant(tenant)
@@ -206,6 +227,7 @@ class Machine:
                             t.regs["SEG_SIZE_LO"] | t.regs["SEG_SIZE_HI"] << 32)
         t.runs, t.completed = t.regs["RUNS"], 0
         t.running, t.done, t.faulted, t.stopped, t.stop_request = True, False, False, False, False
+        t.ready, t.pending = self.cycle, None
         t.fault, t.fault_core, t.fault_pc, t.fault_reason = Fault.NONE, 0, 0, ""
         self.irq_status &= ~(1 << tenant)
         try:
@@ -227,6 +249,8 @@ class Machine:
                                       and not self.tenants[i].stop_request for i in ran):
             raise MachineError("a tenant with RUNS=0 runs until stopped: stop it or give "
                                "run() a max_phases budget")
+        for t in sorted((t for t in self.tenants if t.pending), key=lambda t: t.pending[0]):
+            self._end_pending(t)
         phases = 0
         while max_phases is None or phases < max_phases:
             active = [t for t in self.tenants if t.running]
@@ -235,7 +259,38 @@ class Machine:
             for t in active:
                 self._phase(t, policy)
             phases += 1
+        self.cycle = max([self.cycle] + [self.tenants[i].ready for i in ran])
         return {i: self.status(i) for i in ran}
+
+    def next_event(self, policy=None):
+        """Cycle at which the earliest phase of a running tenant ends (None: nothing runs).
+
+        Executes the next phase of every running tenant that has none in flight."""
+        policy = policy or self.policy
+        ends = []
+        for t in self.tenants:
+            if t.running:
+                if t.pending is None:
+                    outcome = self._execute(t, policy)
+                    t.pending = (t.ready + outcome[1], outcome)
+                ends.append(t.pending[0])
+        return min(ends, default=None)
+
+    def advance(self, until, policy=None):
+        """Move the clock to cycle ``until``, ending every phase due by then, earliest first
+        (a tie goes to the lower tenant)."""
+        while True:
+            when = self.next_event(policy)
+            if when is None or when > until:
+                break
+            self._end_pending(next(t for t in self.tenants
+                                   if t.running and t.pending[0] == when))
+        self.cycle = max(self.cycle, until)
+
+    def _end_pending(self, t):
+        (t.ready, outcome), t.pending = t.pending, None
+        self.cycle = max(self.cycle, t.ready)
+        self._commit(t, outcome)
 
     # ------------------------------------------------------------ first-level dispatch
 
@@ -266,38 +321,55 @@ class Machine:
         t.pcs = list(t.starts)
 
     def _phase(self, t, policy):
-        """Run every virtual core of ``t`` to its next SYNC or END and resolve the barrier."""
+        outcome = self._execute(t, policy)
+        t.ready += outcome[1]
+        self._commit(t, outcome)
+
+    def _execute(self, t, policy):
+        """Run every virtual core of ``t`` to its next SYNC or END (data moves now).
+
+        Returns ``(kind, cycles, detail)`` for :meth:`_commit`: ``stop``, ``fault`` (detail:
+        the fault; cycles only when every core ran), ``sync`` or ``end`` (detail: the ends)."""
         if t.stop_request:
             # Between phases every core is at a frame boundary.
-            t.running, t.stopped, t.stop_request = False, True, False
-            return
+            return "stop", 0, None
         n = len(t.cores)
         ends, cycles = [None] * n, [0] * n
         order = range(n) if policy == "load-first" else range(n - 1, -1, -1)
         try:
             for k in order:
                 ends[k], cycles[k] = self._run_stream(t, k, policy)
-            t.cycles += max(cycles) + SYNC_OVERHEAD
-            kinds = {(kind, barrier) for kind, barrier, _ in ends}
-            if len(kinds) > 1:
-                k = next(k for k in range(n) if ends[k][:2] != ends[0][:2])
-                seen = ", ".join(f"vcore {k}: {kind} {'' if b is None else b}".strip()
-                                 for k, (kind, b, _) in enumerate(ends))
-                raise TenantFault(Fault.DEADLOCK, f"barrier can never complete ({seen})",
-                                  t.base + ends[k][2], t.cores[k])
         except TenantFault as fault:
-            self._fault(t, fault)
-            return
-        if ends[0][0] == "sync":
-            t.pcs = [off + 1 for _, _, off in ends]
-            return
-        t.inferences += 1
-        t.completed += 1
-        if t.runs and t.completed >= t.runs:
-            t.running, t.done = False, True
-            self.irq_status |= 1 << t.index
+            return "fault", 0, fault
+        cost = max(cycles) + SYNC_OVERHEAD
+        kinds = {(kind, barrier) for kind, barrier, _ in ends}
+        if len(kinds) > 1:
+            k = next(k for k in range(n) if ends[k][:2] != ends[0][:2])
+            seen = ", ".join(f"vcore {k}: {kind} {'' if b is None else b}".strip()
+                             for k, (kind, b, _) in enumerate(ends))
+            return "fault", cost, TenantFault(Fault.DEADLOCK, f"barrier can never complete "
+                                                              f"({seen})", t.base + ends[k][2],
+                                              t.cores[k])
+        return ends[0][0], cost, ends
+
+    def _commit(self, t, outcome):
+        """Let an executed phase take effect: barrier, counters, done and interrupt."""
+        kind, cost, detail = outcome
+        t.cycles += cost
+        if kind == "stop":
+            t.running, t.stopped, t.stop_request = False, True, False
+        elif kind == "fault":
+            self._fault(t, detail)
+        elif kind == "sync":
+            t.pcs = [off + 1 for _, _, off in detail]
         else:
-            t.pcs = list(t.starts)
+            t.inferences += 1
+            t.completed += 1
+            if t.runs and t.completed >= t.runs:
+                t.running, t.done = False, True
+                self.irq_status |= 1 << t.index
+            else:
+                t.pcs = list(t.starts)
 
     def _run_stream(self, t, k, policy):
         """Run virtual core ``k`` of ``t`` from its pc to the next SYNC/END.

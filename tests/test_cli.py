@@ -1,5 +1,6 @@
 """The vdla command line: help everywhere, one-line errors with exit status 2, no tracebacks."""
 
+import json
 import pathlib
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from onnx import TensorProto, helper
 
 from vdla import cli
 
-COMMANDS = ("compile", "quantize", "link", "disasm", "info", "run")
+COMMANDS = ("compile", "quantize", "link", "disasm", "info", "run", "sim")
 DIGITS = pathlib.Path(__file__).resolve().parent.parent / "models" / "digits" / "digits_qdq.onnx"
 
 
@@ -129,3 +130,49 @@ def test_errors_are_one_line(digits_ifp, tmp_path, capsys):
     status, _, err = run_cli(capsys, "quantize", DIGITS, "--calib", tmp_path / "bad.npy",
                              "-o", tmp_path / "q.onnx")
     assert_one_line_error(status, err)
+
+
+SCENARIOS = DIGITS.parent.parent.parent / "scenarios"
+
+
+def test_sim_runs_a_scenario_and_writes_the_report(tmp_path, capsys):
+    report_path = tmp_path / "r.json"
+    status, out, err = run_cli(capsys, "sim", SCENARIOS / "two_tenants.toml", "--report",
+                               report_path)
+    assert status == 0, err
+    assert "all outputs exact" in out and "digits" in out and "resnet" in out
+    progress = err.strip().splitlines()
+    assert sum("linked in" in line for line in progress) == 2
+    assert sum("finished" in line for line in progress) == 2
+    report = json.loads(report_path.read_text())
+    assert report["backend"] == "iss" and report["config"] == "small" and report["exact"]
+    assert report["total_cycles"] > 0
+    for tenant in report["tenants"]:
+        assert tenant["exact"] == tenant["compared"] == tenant["completed"] > 0
+        assert len(tenant["latency_cycles"]) == tenant["completed"]
+        assert tenant["throughput_ips"] > 0 and tenant["allocations"][0]["link_ms"] > 0
+
+
+def test_sim_fault_and_reallocate_scenarios(capsys):
+    status, out, err = run_cli(capsys, "sim", SCENARIOS / "fault.toml")
+    assert status == 0 and "SEGMENT" in out and "faulted SEGMENT" in err
+    status, out, err = run_cli(capsys, "sim", SCENARIOS / "reallocate.toml")
+    assert status == 0 and "1->3->2" in out and "3->1->2" in out
+    assert sum(line.startswith("event[") for line in err.splitlines()) == 4
+
+
+def test_sim_rtl_backend_needs_its_module(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "vdla.sim.rtl_scenario", None)    # as if missing
+    status, _, err = run_cli(capsys, "sim", SCENARIOS / "two_tenants.toml", "--backend", "rtl")
+    assert_one_line_error(status, err, "needs vdla.sim.rtl_scenario")
+
+
+def test_sim_errors_are_one_line(tmp_path, capsys):
+    status, _, err = run_cli(capsys, "sim", tmp_path / "none.toml")
+    assert_one_line_error(status, err, "none.toml", "no such file")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'[[tenant]]\nname = "A"\nmodel = "{DIGITS.as_posix()}"\ncores = 9\n')
+    status, _, err = run_cli(capsys, "sim", bad)
+    assert_one_line_error(status, err, "bad.toml", "tenant[0] (A).cores", "exceeds")
+    status, _, err = run_cli(capsys, "sim", SCENARIOS / "two_tenants.toml", "--config", "u9")
+    assert_one_line_error(status, err, "two_tenants.toml", "config", "unknown configuration")

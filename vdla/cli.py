@@ -159,6 +159,40 @@ def cmd_run(args):
     return 0
 
 
+def cmd_sim(args):
+    from .sim.bus import BusError
+    from .sim.host import HostError
+    from .sim.scenario import (ScenarioError, format_report, load_scenario, run_scenario_iss,
+                               write_report)
+    try:
+        scenario = load_scenario(args.scenario, args.config)
+        if args.backend == "rtl":
+            try:
+                from .sim.rtl_scenario import run_scenario_rtl
+            except ModuleNotFoundError as error:
+                if error.name == "vdla.sim.rtl_scenario":
+                    raise UserError("the RTL backend of vdla sim needs "
+                                    "vdla.sim.rtl_scenario") from None
+                raise UserError(f"the RTL backend of vdla sim needs {error.name}") from None
+            try:
+                report = run_scenario_rtl(scenario, args.report)
+            except RuntimeError as error:       # build, simulator, driver or bus failure
+                raise UserError(str(error)) from None
+        else:
+            report = run_scenario_iss(scenario, log=lambda line: print(line, file=sys.stderr,
+                                                                        flush=True))
+            if args.report:
+                write_report(report, args.report)
+    except (ScenarioError, HostError, BusError) as error:
+        raise UserError(str(error)) from None
+    if not isinstance(report, dict):
+        return 0
+    print(format_report(report))
+    # Faults are results (the report lists them); outputs that differ from the golden model
+    # are a failure.
+    return 0 if report["exact"] else 1
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="vdla", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -209,6 +243,16 @@ def build_parser():
                         "of one core on Verilator (builds it once, under build/rtl/)")
     p.add_argument("--config", help="configuration (default: the IFP's)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sim", help="run a multi-tenant scenario (TOML) and check it against "
+                                   "the golden model")
+    p.add_argument("scenario", help="scenario file (format: docs/scenarios.md)")
+    p.add_argument("--backend", choices=("iss", "rtl"), default="iss",
+                   help="iss: instruction-set simulator (estimated cycles); rtl: the "
+                        "multi-tenant gateware on Verilator")
+    p.add_argument("--report", help="JSON report to write")
+    p.add_argument("--config", help="configuration (default: the scenario's)")
+    p.set_defaults(func=cmd_sim)
     return parser
 
 

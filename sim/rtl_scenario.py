@@ -1,0 +1,82 @@
+"""``vdla sim --backend rtl``: a scenario on the Verilator-simulated accelerator.
+
+The accelerator of the scenario's configuration is built once (cached under
+``build/rtl/accelerator-<hash>``, see :mod:`.rtl_build`); each call is one simulator launch
+running :mod:`.cocotb_accel`, whose host is the same driver and scenario runner as the ISS
+backend's. The report has the same fields as the ISS's, plus the simulator's speed.
+"""
+
+import json
+import pathlib
+import pickle
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+
+from .rtl_build import BuildError, get_build
+from .scenario import write_report
+
+__all__ = ["run_scenario_rtl", "RtlScenarioError"]
+
+TEST_MODULE = "vdla.sim.cocotb_accel"
+TOPLEVEL = "accelerator"
+
+
+class RtlScenarioError(RuntimeError):
+    """The build or the simulator failed (one line, naming the log)."""
+
+
+def _log_tail(log):
+    try:
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no simulator log"
+    errors = [ln for ln in lines if "Error" in ln or "error" in ln or "FAIL" in ln]
+    return (errors or lines or ["empty simulator log"])[-1][:200]
+
+
+def run_scenario_rtl(scenario, report_path=None, *, dram_dump=False, build_dir=None,
+                     log=None):
+    """Run ``scenario`` (a loaded :class:`~.scenario_file.Scenario`) on the RTL.
+
+    Returns the report dict (written to ``report_path`` too when given); with
+    ``dram_dump``, ``report["dram"]`` is the whole DRAM after the run (uint8 array, not
+    written to the file). Raises :class:`RtlScenarioError` if the build or simulator fails.
+    """
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    try:
+        rtl = get_build(scenario.config, TOPLEVEL, build_dir)
+    except BuildError as error:
+        raise RtlScenarioError(str(error)) from None
+    work = pathlib.Path(tempfile.mkdtemp(prefix="vdla-scenario-"))
+    dram_bytes = -(-scenario.dram_bytes // 4096) * 4096
+    (work / "job.json").write_text(json.dumps({"dram_bytes": dram_bytes,
+                                               "dram_dump": bool(dram_dump)}))
+    with open(work / "scenario.pkl", "wb") as f:
+        pickle.dump(scenario, f)
+    sim_log = work / "sim.log"
+    log(f"simulating {scenario.path} on the RTL of configuration {scenario.config.name} "
+        f"(log: {sim_log})")
+    try:
+        rtl.test(TEST_MODULE, test_dir=work, log_file=sim_log,
+                 extra_env={"VDLA_ACCEL_JOB": str(work)})
+    except (RuntimeError, SystemExit) as error:
+        raise RtlScenarioError(f"simulator failed ({error}): {_log_tail(sim_log)} "
+                               f"(log: {sim_log})") from None
+    report_file = work / "report.json"
+    if not report_file.exists():
+        raise RtlScenarioError(f"simulator wrote no report: {_log_tail(sim_log)} "
+                               f"(log: {sim_log})")
+    report = json.loads(report_file.read_text())
+    if "error" in report:
+        raise RtlScenarioError(f"{scenario.path}: {report['error']} (log: {sim_log})")
+    for line in report.pop("log", []):
+        log(line)
+    if report_path:
+        write_report(report, report_path)
+    if dram_dump:
+        report["dram"] = np.load(work / "dram.npy")
+    shutil.rmtree(work, ignore_errors=True)
+    return report
