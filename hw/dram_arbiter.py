@@ -5,14 +5,22 @@ Arbitration policy of the accelerator
 This is the rule a tenant's DRAM bandwidth guarantee is quoted from.
 
 * The read (AR) and write (AW) address channels are arbitrated independently, once per
-  burst, round robin over the ports that request (``arvalid`` / ``awvalid``): the first
-  requesting port after the last granted one wins (after reset, port 0 comes first).
-* So under contention every requesting core gets one burst in turn, and a port waits for at
-  most ``ports - 1`` bursts of others (each at most :data:`.axi.MAX_BURST` beats) before its
-  own is granted. A tenant owns whole cores, so its share of the bursts on a channel is at
-  least (its cores with demand) / (all cores with demand): round robin weighted by cores.
-  Shares are counted in bursts, not beats: the DMA's bursts are 16 beats except where a row
-  starts or ends inside a 128-byte block, so a tenant moving short rows gets fewer beats.
+  burst, among the ports that request (``arvalid`` / ``awvalid``).
+* Quotas: each port owns ``1/ports`` of each channel's beats. It earns one credit per cycle
+  and spends ``ports`` credits per beat it is granted; credit is capped at :data:`BUCKET`
+  beats' worth (and floored at minus that). A requesting port with credit left is served
+  before any port without; within each of the two classes the first requesting port after
+  the last granted one wins (round robin; after reset, port 0 comes first).
+* So a core that moves no more than its share, however bursty (a frame's loads after a long
+  computation, up to :data:`BUCKET` beats), waits only for the burst in flight and the
+  bursts of other cores within their share: a compute-bound tenant keeps its DMA latency
+  next to a tenant that saturates DRAM. Cores that all want more than their share are served
+  round robin per burst, so every requesting core gets at least one burst in ``ports``: a
+  tenant owns whole cores, so its share is at least (its cores with demand) / (all cores
+  with demand), weighted by cores. The arbiter is work-conserving: bandwidth nobody with
+  credit asks for goes to whoever asks.
+* Shares are counted in beats for the quotas and in bursts for the round robin; the DMA's
+  bursts are 16 beats except where a row starts or ends inside a 128-byte block.
 * The granted port's ID is extended with the port index in the high bits (``bus.arid =
   Cat(port.arid, index)``); read data and write responses return to the port named by the
   high bits of ``rid`` / ``bid``, beat by beat, so the slave may interleave read data of
@@ -35,11 +43,14 @@ from amaranth.utils import ceil_log2
 
 from .axi import AXI4Signature
 
-__all__ = ["DramArbiter", "RegisterSlice", "W_ORDER_DEPTH"]
+__all__ = ["DramArbiter", "RegisterSlice", "W_ORDER_DEPTH", "BUCKET"]
 
 #: Granted AW bursts whose write data may still be outstanding. Four covers the
 #: address-to-data delay of the slice and a DRAM controller's write acceptance.
 W_ORDER_DEPTH = 4
+#: Beats of unused share a port may save up (32 KiB on a 64-bit bus): about what one frame
+#: loads before it computes.
+BUCKET = 4096
 
 
 class RegisterSlice(wiring.Component):
@@ -77,7 +88,8 @@ class RegisterSlice(wiring.Component):
 
 
 class DramArbiter(wiring.Component):
-    """Round-robin AXI4 arbiter of the core pool (policy in the module documentation).
+    """Quota and round-robin AXI4 arbiter of the core pool (policy in the module
+    documentation).
 
     Parameters
     ----------
@@ -131,15 +143,32 @@ class DramArbiter(wiring.Component):
         request = Cat(getattr(port, f"{prefix}valid") for port in ports)
         after_last = Signal(n)          # bit i: port i comes after the last granted port
         grant = Signal(self._index_bits)
-        # The lowest requesting port wins, unless one after the last granted port requests.
-        for i in reversed(range(n)):
-            with m.If(request[i]):
-                m.d.comb += grant.eq(i)
-        for i in reversed(range(n)):
-            with m.If(request[i] & after_last[i]):
-                m.d.comb += grant.eq(i)
-
         fire = Signal()
+
+        # Quotas: credit in units of 1/n beat, so earning is +1 a cycle and a beat costs n.
+        cap = BUCKET * n
+        credits = [Signal(range(-cap, cap + 1), name=f"{prefix}_credit{i}") for i in range(n)]
+        beats = Signal(9)
+        m.d.comb += beats.eq(Cat(getattr(port, f"{prefix}len") for port in ports)
+                             .word_select(grant, 8) + 1)
+        for i, credit in enumerate(credits):
+            spent = Signal(range(-cap - 257 * n, cap + 2), name=f"{prefix}_spent{i}")
+            m.d.comb += spent.eq(credit + 1 - ((fire & (grant == i)) * beats * n))
+            m.d.sync += credit.eq(spent)
+            with m.If(spent > cap):
+                m.d.sync += credit.eq(cap)
+            with m.Elif(spent < -cap):
+                m.d.sync += credit.eq(-cap)
+        ahead = Cat(credit > 0 for credit in credits)
+
+        # Last assignment wins: a port after the last granted one beats one before it, and a
+        # port with credit beats one without.
+        for candidates in (request, request & after_last, request & ahead,
+                           request & ahead & after_last):
+            for i in reversed(range(n)):
+                with m.If(candidates[i]):
+                    m.d.comb += grant.eq(i)
+
         m.d.comb += [
             slice_.i.valid.eq(request.any() & can_grant),
             fire.eq(slice_.i.valid & slice_.i.ready),

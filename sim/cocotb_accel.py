@@ -40,7 +40,7 @@ async def run_job(dut):
     wall = time.perf_counter()
     started = bus.now()
     try:
-        report = await run_scenario(scenario, bus, log)
+        report = await run_scenario(scenario, bus, log, job.get("keep_outputs", False))
     except Exception as error:          # reported to the parent as one line, not a traceback
         report = {"error": f"{type(error).__name__}: {error}"}
     wall = time.perf_counter() - wall

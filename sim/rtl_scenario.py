@@ -37,13 +37,14 @@ def _log_tail(log):
     return (errors or lines or ["empty simulator log"])[-1][:200]
 
 
-def run_scenario_rtl(scenario, report_path=None, *, dram_dump=False, build_dir=None,
-                     log=None):
+def run_scenario_rtl(scenario, report_path=None, *, dram_dump=False, keep_outputs=False,
+                     build_dir=None, log=None):
     """Run ``scenario`` (a loaded :class:`~.scenario_file.Scenario`) on the RTL.
 
     Returns the report dict (written to ``report_path`` too when given); with
     ``dram_dump``, ``report["dram"]`` is the whole DRAM after the run (uint8 array, not
-    written to the file). Raises :class:`RtlScenarioError` if the build or simulator fails.
+    written to the file); ``keep_outputs`` as in :func:`.scenario.run_scenario`. Raises
+    :class:`RtlScenarioError` if the build or simulator fails.
     """
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     try:
@@ -53,7 +54,8 @@ def run_scenario_rtl(scenario, report_path=None, *, dram_dump=False, build_dir=N
     work = pathlib.Path(tempfile.mkdtemp(prefix="vdla-scenario-"))
     dram_bytes = -(-scenario.dram_bytes // 4096) * 4096
     (work / "job.json").write_text(json.dumps({"dram_bytes": dram_bytes,
-                                               "dram_dump": bool(dram_dump)}))
+                                               "dram_dump": bool(dram_dump),
+                                               "keep_outputs": bool(keep_outputs)}))
     with open(work / "scenario.pkl", "wb") as f:
         pickle.dump(scenario, f)
     sim_log = work / "sim.log"

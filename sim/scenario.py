@@ -195,7 +195,7 @@ def _golden(spec, config, cache, i):
     return cache[key]
 
 
-def _tenant_report(r, config):
+def _tenant_report(r, config, keep_outputs):
     cache = {}
     exact = [all(np.array_equal(_golden(r.spec, config, cache, i)[name], y)
                  for name, y in out.items()) for i, out in enumerate(r.outputs)]
@@ -211,14 +211,18 @@ def _tenant_report(r, config):
         "latency_cycles": r.latency, "device_cycles": r.device_cycles,
         "throughput_ips": round(r.done * config.clock_mhz * 1e6 / span, 3) if span else 0.0,
         "allocations": r.allocations, "restarted": r.restarted, "faults": r.faults,
+        **({"outputs": [{name: y.tolist() for name, y in out.items()} for out in r.outputs]}
+           if keep_outputs else {}),
     }
 
 
-async def run_scenario(scenario, bus, log=None):
+async def run_scenario(scenario, bus, log=None, keep_outputs=False):
     """Run ``scenario`` (a :class:`Scenario`) on ``bus``; return the report dict.
 
     ``log`` receives one progress line per tenant loaded, per event and per tenant finished
-    or faulted. ``bus.dram_bytes`` must be at least ``scenario.dram_bytes``.
+    or faulted. ``bus.dram_bytes`` must be at least ``scenario.dram_bytes``. With
+    ``keep_outputs`` each tenant's report has ``outputs``: per inference, ``{name: int8
+    (C, H, W) as nested lists}``.
     """
     if bus.dram_bytes < scenario.dram_bytes:
         raise ScenarioError(f"{scenario.path}: needs {scenario.dram_bytes} bytes of DRAM, the "
@@ -226,7 +230,7 @@ async def run_scenario(scenario, bus, log=None):
     runner = _Runner(scenario, bus, log or (lambda message: None))
     total = await runner.run()
     config = scenario.config
-    tenants = [_tenant_report(r, config) for r in runner.runs]
+    tenants = [_tenant_report(r, config, keep_outputs) for r in runner.runs]
     return {
         "scenario": str(scenario.path), "backend": getattr(bus, "backend", type(bus).__name__),
         "config": config.name, "clock_mhz": config.clock_mhz, "total_cycles": total,
@@ -239,13 +243,13 @@ async def run_scenario(scenario, bus, log=None):
     }
 
 
-def run_scenario_iss(scenario, policy="load-first", log=None):
+def run_scenario_iss(scenario, policy="load-first", log=None, keep_outputs=False):
     """:func:`run_scenario` on the instruction-set simulator (``scenario``: a
     :class:`Scenario` or a path), under asyncio."""
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
     bus = IssBus(scenario.config, scenario.dram_bytes, policy)
-    return asyncio.run(run_scenario(scenario, bus, log))
+    return asyncio.run(run_scenario(scenario, bus, log, keep_outputs))
 
 
 def write_report(report, path):

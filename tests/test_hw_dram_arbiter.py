@@ -403,3 +403,44 @@ def test_arguments():
                                                 rf"not {ports!r}$"):
                 DramArbiter(SIG, ports)
         gc.collect()
+
+
+def test_quota_serves_a_light_port_first():
+    """Three ports saturate reads. Port 0, idle for 2000 cycles (saving credit), then asks for
+    12 bursts back to back: each waits for at most one other burst (the one already granted),
+    where round robin alone would put it behind all three others."""
+    dut = DramArbiter(SIG, 4)
+    ram = AxiRamModel(dut.bus, DRAM, latency=4, outstanding=2)
+    waits = []
+
+    async def drive(ctx):
+        for port in dut.ports:
+            ctx.set(port.rready, 1)
+        for i in (1, 2, 3):
+            set_burst(ctx, dut.ports[i], "ar", 0, i * BOUNDARY, MAX_BURST)
+            ctx.set(dut.ports[i].arvalid, 1)
+        others, asking = 0, False
+        for cycle in range(6000):
+            if cycle == 2000:
+                set_burst(ctx, dut.ports[0], "ar", 0, 0, MAX_BURST)
+                ctx.set(dut.ports[0].arvalid, 1)
+                asking = True
+            values = await ctx.tick().sample(*(p.arvalid for p in dut.ports),
+                                             *(p.arready for p in dut.ports))
+            fired = [i for i in range(4) if values[2 + i] and values[6 + i]]
+            for i in fired:
+                if i:
+                    others += asking
+                    continue
+                waits.append(others)
+                others = 0
+                if len(waits) == 12:
+                    ctx.set(dut.ports[0].arvalid, 0)
+                    asking = False
+                else:
+                    set_burst(ctx, dut.ports[0], "ar", 0, 128 * len(waits), MAX_BURST)
+            if len(waits) == 12:
+                break
+
+    simulate(dut, (ram.run, True), (drive, False))
+    assert len(waits) == 12 and max(waits) <= 1, waits

@@ -48,12 +48,21 @@ def tiny_mobilenet():
     return g.build(g.gemm(g.flatten(x), 10))
 
 
+def stream_add():
+    """One element-wise addition over a 32x32x32 tensor: two bytes read and one written
+    per byte of work, so its time is DRAM bandwidth (the performance-isolation load)."""
+    g = GraphBuilder("stream_add", (32, 32, 32), seed=13)
+    return g.build(g.add("input", "input"))
+
+
 def main():
-    calib = np.random.default_rng(5).standard_normal((32, 3, 16, 16)).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
-        for make in (tiny_resnet, tiny_mobilenet):
+        for make in (tiny_resnet, tiny_mobilenet, stream_add):
+            model = make()
+            shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+            calib = np.random.default_rng(5).standard_normal([32, *shape[1:]]).astype(np.float32)
             float_path = pathlib.Path(tmp) / f"{make.__name__}.onnx"
-            onnx.save(make(), float_path)
+            onnx.save(model, float_path)
             out = HERE / f"{make.__name__}_qdq.onnx"
             quantize_model(float_path, calib, out)
             print(f"{out}: {out.stat().st_size} bytes")
