@@ -15,9 +15,9 @@ export PATH  := $(CURDIR)/$(BIN):$(PATH)
 .PHONY: install demo test bench bench-compile docs sim synth clean help
 
 help:
-	@echo "make demo           two tenants, two models, on the built-in simulated accelerator"
+	@echo "make demo           two tenants, two models, on the Verilator-simulated 4-core accelerator"
 	@echo "make test           the test suite (what CI runs)"
-	@echo "make sim            the RTL regression: one core on Verilator against the ISS"
+	@echo "make sim            the RTL regression on Verilator (one core and the 4-core pool)"
 	@echo "make bench          benchmarks -> build/bench/results.json and results.md"
 	@echo "make bench-compile  compile and link benchmarks only"
 	@echo "make docs           regenerate docs/isa.md and docs/registers.md"

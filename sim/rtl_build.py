@@ -10,6 +10,7 @@ the gateware sources, so an unchanged design is not even converted again.
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import importlib
 import json
@@ -161,7 +162,6 @@ def get_build(config, top="core_top", build_dir=None):
     seconds, so a build made from the same sources is reused without converting again.
     Raises :class:`BuildError`.
     """
-    from cocotb_tools.runner import get_runner
     if top not in TOPS:
         raise BuildError(f"unknown top level {top!r}; known: {', '.join(TOPS)}")
     root = pathlib.Path(build_dir or ROOT / "build").resolve()
@@ -169,6 +169,18 @@ def get_build(config, top="core_top", build_dir=None):
     if key in _BUILDS:
         return _BUILDS[key]
     out = root / "rtl" / f"{top}-{config.full_hash()}"
+    out.mkdir(parents=True, exist_ok=True)
+    # Another process (a parallel test or bench run) may be building the same model: wait
+    # for it and reuse its build rather than compiling into the same directory at once.
+    with open(out / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rtl = _build_locked(config, top, root, out)
+    _BUILDS[key] = rtl
+    return rtl
+
+
+def _build_locked(config, top, root, out):
+    from cocotb_tools.runner import get_runner
     stamp, digest = out / "sources.sha256", _sources_digest(config)
     if (stamp.exists() and stamp.read_text() == digest and (out / top).exists()
             and (out / "verilog.sha256").exists()):
@@ -195,5 +207,4 @@ def get_build(config, top="core_top", build_dir=None):
             print(f"built {top} in {time.perf_counter() - started:.0f} s", file=sys.stderr,
                   flush=True)
         stamp.write_text(digest)
-    _BUILDS[key] = rtl
     return rtl
