@@ -7,7 +7,11 @@ old results, the others are kept). Sections:
   ONNX Runtime (cached), static compile time, link time p50/p99 over many repetitions,
   frames, instructions and IFP size;
 * ``rtl``: one core on Verilator (:mod:`rtl`): cycles per layer, MAC utilization, DMA
-  bandwidth, build time and simulation speed.
+  bandwidth, build time and simulation speed;
+* ``multitenant``: the example scenarios and the core splits 75/25, 50/25/25, 25/25/25/25 on
+  the 4-core accelerator (:mod:`multitenant`): per-tenant latency and throughput against the
+  model alone on the whole pool, STP, ANTT, fairness, spatial vs time-shared throughput and
+  the link time of re-allocations.
 """
 
 import argparse
@@ -19,7 +23,7 @@ import time
 import numpy as np
 
 MODELS = ("resnet18", "resnet50", "vgg16", "mobilenetv2")
-SECTIONS = ("compile", "rtl")
+SECTIONS = ("compile", "rtl", "multitenant")
 
 
 def log(message):
@@ -78,6 +82,9 @@ def markdown(results):
     if "rtl" in results:
         from rtl import markdown as markdown_rtl
         text += "\n" + markdown_rtl(results["rtl"])
+    if "multitenant" in results:
+        from multitenant import markdown as markdown_multitenant
+        text += "\n" + markdown_multitenant(results["multitenant"])
     return text
 
 
@@ -103,6 +110,12 @@ def main(argv=None):
     parser.add_argument("--rtl-config", default="small", help="configuration of the RTL section")
     parser.add_argument("--rtl-fresh-build", action="store_true",
                         help="time a clean Verilator build (into a scratch directory)")
+    parser.add_argument("--backend", choices=("rtl", "iss"), default="rtl",
+                        help="backend of the multitenant section (iss: quick, estimated cycles)")
+    parser.add_argument("--scenarios", help="multitenant section: comma-separated scenario "
+                        "names under scenarios/ or .toml paths (default: all of the section's)")
+    parser.add_argument("--alone-inferences", type=int, default=3,
+                        help="multitenant section: inferences of each model alone on the pool")
     args = parser.parse_args(argv)
     out = pathlib.Path(args.out)
     cache = out / "models"
@@ -124,6 +137,17 @@ def main(argv=None):
         log(f"RTL benchmark: one core on Verilator ({args.rtl_config})")
         results["rtl"] = bench_rtl(args.rtl_config, args.rtl_fresh_build, log=log)
         log(f"  {json.dumps({k: v for k, v in results['rtl'].items() if k != 'digits_layers'})}")
+    if "multitenant" in sections:
+        from multitenant import SCENARIOS, bench_multitenant
+        names = args.scenarios.split(",") if args.scenarios else SCENARIOS
+        log(f"multi-tenant benchmark on the {args.backend.upper()}: {', '.join(names)}")
+        results["multitenant"] = bench_multitenant(args.backend, names,
+                                                   alone_inferences=args.alone_inferences,
+                                                   log=log)
+        for s in results["multitenant"]["scenarios"]:
+            log(f"  {s['scenario']}: STP {s['stp']}, ANTT {s['antt']}, fairness "
+                f"{s['fairness']}, spatial/time-shared {s['spatial_vs_timeshared']}")
+        log(f"  multi-tenant section: {results['multitenant']['elapsed_s']} s")
     results_path.write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown(results))
     log(f"wrote {results_path} and {out / 'results.md'}")

@@ -48,6 +48,18 @@ def tiny_mobilenet():
     return g.build(g.gemm(g.flatten(x), 10))
 
 
+def conv_stack():
+    """Three 3x3 convolutions of 16 channels on 32x32, then a classifier: each weight byte is
+    used for a thousand pixels and each pixel costs 36 cycles of MACs for 4 bus beats, so a
+    core needs about a tenth of the DRAM bus: the compute-bound tenant of the
+    performance-isolation scenario."""
+    g = GraphBuilder("conv_stack", (16, 32, 32), seed=14)
+    x = "input"
+    for _ in range(3):
+        x = g.conv_bn(x, 16, 3, 1)
+    return g.build(g.gemm(g.flatten(g.global_avgpool(x)), 10))
+
+
 def stream_add():
     """One element-wise addition over a 32x32x32 tensor: two bytes read and one written
     per byte of work, so its time is DRAM bandwidth (the performance-isolation load)."""
@@ -57,7 +69,7 @@ def stream_add():
 
 def main():
     with tempfile.TemporaryDirectory() as tmp:
-        for make in (tiny_resnet, tiny_mobilenet, stream_add):
+        for make in (tiny_resnet, tiny_mobilenet, conv_stack, stream_add):
             model = make()
             shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
             calib = np.random.default_rng(5).standard_normal([32, *shape[1:]]).astype(np.float32)
