@@ -12,9 +12,9 @@ This is the rule a tenant's DRAM bandwidth guarantee is quoted from.
   before any port without; within each of the two classes the first requesting port after
   the last granted one wins (round robin; after reset, port 0 comes first).
 * So a core that moves no more than its share, however bursty (a frame's loads after a long
-  computation, up to :data:`BUCKET` beats), waits only for the burst in flight and the
-  bursts of other cores within their share: a compute-bound tenant keeps its DMA latency
-  next to a tenant that saturates DRAM. Cores that all want more than their share are served
+  computation, up to :data:`BUCKET` beats), is granted ahead of cores beyond theirs: it
+  waits at the arbiter only for bursts of other cores within their share, and beyond that
+  only for what DRAM has already accepted (at most :data:`READS_IN_FLIGHT` read bursts). Cores that all want more than their share are served
   round robin per burst, so every requesting core gets at least one burst in ``ports``: a
   tenant owns whole cores, so its share is at least (its cores with demand) / (all cores
   with demand), weighted by cores. The arbiter is work-conserving: bandwidth nobody with
@@ -29,6 +29,10 @@ This is the rule a tenant's DRAM bandwidth guarantee is quoted from.
   granted. A port's W beats pass only once its AW has been granted, and only while its burst
   is the oldest one whose data is incomplete; at most :data:`W_ORDER_DEPTH` granted bursts
   may await their data (AW grants pause meanwhile).
+* DRAM serves bursts in the order it accepts them, so what it has queued is latency for
+  every core alike, whatever the arbiter's order: at most :data:`READS_IN_FLIGHT` read bursts
+  are granted and not yet complete at a time (and :data:`W_ORDER_DEPTH` write bursts), which
+  keeps the bus busy while queuing no more than one burst ahead of a new grant.
 * Nothing else is reordered or buffered: the DRAM controller behind ``bus`` decides how reads
   and writes share the memory.
 
@@ -43,11 +47,15 @@ from amaranth.utils import ceil_log2
 
 from .axi import AXI4Signature
 
-__all__ = ["DramArbiter", "RegisterSlice", "W_ORDER_DEPTH", "BUCKET"]
+__all__ = ["DramArbiter", "RegisterSlice", "W_ORDER_DEPTH", "READS_IN_FLIGHT", "BUCKET"]
 
-#: Granted AW bursts whose write data may still be outstanding. Four covers the
-#: address-to-data delay of the slice and a DRAM controller's write acceptance.
-W_ORDER_DEPTH = 4
+#: Granted AW bursts whose write data may still be outstanding: as for reads, one moving
+#: and one waiting, so little is queued ahead of a newly granted burst.
+W_ORDER_DEPTH = 2
+#: Read bursts granted to DRAM and not yet completed: enough to cover DRAM's round trip at
+#: full bandwidth, few enough that little is queued ahead of a newly granted burst (DRAM
+#: serves in order, so whatever it has accepted is latency for everyone).
+READS_IN_FLIGHT = 4
 #: Beats of unused share a port may save up (32 KiB on a 64-bit bus): about what one frame
 #: loads before it computes.
 BUCKET = 4096
@@ -216,7 +224,10 @@ class DramArbiter(wiring.Component):
 
         m.submodules.w_order = w_order = fifo.SyncFIFO(width=self._index_bits,
                                                       depth=W_ORDER_DEPTH)
-        self._address_channel(m, "ar", Const(1))
+        reads = Signal(range(READS_IN_FLIGHT + 1))
+        _, ar_fire = self._address_channel(m, "ar", reads != READS_IN_FLIGHT)
+        r_done = bus.rvalid & bus.rready & bus.rlast
+        m.d.sync += reads.eq(reads + ar_fire - r_done)
         aw_grant, aw_fire = self._address_channel(m, "aw", w_order.w_rdy)
         m.d.comb += [w_order.w_en.eq(aw_fire), w_order.w_data.eq(aw_grant)]
 
