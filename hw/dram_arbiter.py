@@ -6,9 +6,11 @@ This is the rule a tenant's DRAM bandwidth guarantee is quoted from.
 
 * The read (AR) and write (AW) address channels are arbitrated independently, once per
   burst, among the ports that request (``arvalid`` / ``awvalid``).
-* Quotas: each port owns ``1/ports`` of each channel's beats. It earns one credit per cycle
-  and spends ``ports`` credits per beat it is granted; credit is capped at :data:`BUCKET`
-  beats' worth (and floored at minus that). A requesting port with credit left is served
+* Quotas: each port owns ``1/ports`` of the beats each channel actually delivers. Every
+  granted beat earns every port one credit and costs the granted port ``ports``; credit is
+  capped at :data:`BUCKET` beats' worth (and floored at minus that). Counting delivered
+  beats, not cycles, keeps the quotas meaningful when DRAM delivers less than one beat a
+  cycle. A requesting port with credit left is served
   before any port without; within each of the two classes the first requesting port after
   the last granted one wins (round robin; after reset, port 0 comes first).
 * So a core that moves no more than its share, however bursty (a frame's loads after a long
@@ -40,7 +42,7 @@ AR and AW pass through a register slice (one cycle of latency, no combinational 
 ``bus`` back to the ports, a grant every cycle); W, R and B are combinational multiplexers.
 """
 
-from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -153,15 +155,19 @@ class DramArbiter(wiring.Component):
         grant = Signal(self._index_bits)
         fire = Signal()
 
-        # Quotas: credit in units of 1/n beat, so earning is +1 a cycle and a beat costs n.
+        # Quotas of what DRAM actually delivers (not of a nominal peak it may never reach):
+        # every grant of b beats earns every port b credits and costs its own port n*b, so a
+        # port's credit grows while it takes less than 1/n of the granted beats.
         cap = BUCKET * n
         credits = [Signal(range(-cap, cap + 1), name=f"{prefix}_credit{i}") for i in range(n)]
         beats = Signal(9)
         m.d.comb += beats.eq(Cat(getattr(port, f"{prefix}len") for port in ports)
                              .word_select(grant, 8) + 1)
+        earned = Signal(9)
+        m.d.comb += earned.eq(Mux(fire, beats, 0))
         for i, credit in enumerate(credits):
-            spent = Signal(range(-cap - 257 * n, cap + 2), name=f"{prefix}_spent{i}")
-            m.d.comb += spent.eq(credit + 1 - ((fire & (grant == i)) * beats * n))
+            spent = Signal(range(-cap - 257 * n, cap + 258), name=f"{prefix}_spent{i}")
+            m.d.comb += spent.eq(credit + earned - ((fire & (grant == i)) * beats * n))
             m.d.sync += credit.eq(spent)
             with m.If(spent > cap):
                 m.d.sync += credit.eq(cap)

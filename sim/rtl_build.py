@@ -22,7 +22,7 @@ import time
 
 from amaranth.back import verilog
 
-__all__ = ["RtlBuild", "BuildError", "build", "get_build", "TOPS"]
+__all__ = ["RtlBuild", "BuildError", "build", "get_build", "log_tail", "TOPS"]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 #: The top levels the testbenches build: Verilog module name -> "module:Component".
@@ -208,3 +208,13 @@ def _build_locked(config, top, root, out):
                   flush=True)
         stamp.write_text(digest)
     return rtl
+
+
+def log_tail(log):
+    """The line of a simulator log that best says what went wrong (for one-line errors)."""
+    try:
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no simulator log"
+    errors = [ln for ln in lines if "Error" in ln or "error" in ln or "FAIL" in ln]
+    return (errors or lines or ["empty simulator log"])[-1][:200]

@@ -33,6 +33,7 @@ from vdla.compiler.link import link
 from vdla.compiler.program import Allocation
 from vdla.regs import Fault
 from .host import HostError, dequantize_outputs, quantize_inputs
+from .rtl_build import log_tail
 
 __all__ = ["RtlError", "RtlRun", "ProgramRun", "get_build", "run_batch", "program_run",
            "run_program_int_rtl", "run_program_rtl", "opcodes", "DEFAULT_SEG_BASE"]
@@ -140,15 +141,6 @@ def _write_job(runs, path):
     np.savez(path, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
 
 
-def _log_tail(log):
-    try:
-        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return "no simulator log"
-    errors = [ln for ln in lines if "Error" in ln or "error" in ln or "FAIL" in ln]
-    return (errors or lines or ["empty simulator log"])[-1][:200]
-
-
 def run_batch(runs, config, *, rtl=None, build_dir=None):
     """Run ``runs`` (:class:`RtlRun`) one after the other in one simulator launch.
 
@@ -168,9 +160,9 @@ def run_batch(runs, config, *, rtl=None, build_dir=None):
         rtl.test(TEST_MODULE, test_dir=work, log_file=log,
                  extra_env={"VDLA_RTL_JOB": str(job), "VDLA_RTL_RESULT": str(result)})
     except (RuntimeError, SystemExit) as error:
-        raise RtlError(f"simulator failed ({error}): {_log_tail(log)} (log: {log})") from None
+        raise RtlError(f"simulator failed ({error}): {log_tail(log)} (log: {log})") from None
     if not result.exists():
-        raise RtlError(f"simulator wrote no result: {_log_tail(log)} (log: {log})")
+        raise RtlError(f"simulator wrote no result: {log_tail(log)} (log: {log})")
     with np.load(result) as out:
         facts = json.loads(bytes(out["meta"]).decode())
         for r, (run, status) in enumerate(zip(runs, facts["runs"])):

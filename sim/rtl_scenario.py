@@ -15,7 +15,7 @@ import tempfile
 
 import numpy as np
 
-from .rtl_build import BuildError, get_build
+from .rtl_build import BuildError, get_build, log_tail
 from .scenario import write_report
 
 __all__ = ["run_scenario_rtl", "RtlScenarioError"]
@@ -26,15 +26,6 @@ TOPLEVEL = "accelerator"
 
 class RtlScenarioError(RuntimeError):
     """The build or the simulator failed (one line, naming the log)."""
-
-
-def _log_tail(log):
-    try:
-        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return "no simulator log"
-    errors = [ln for ln in lines if "Error" in ln or "error" in ln or "FAIL" in ln]
-    return (errors or lines or ["empty simulator log"])[-1][:200]
 
 
 def run_scenario_rtl(scenario, report_path=None, *, dram_dump=False, keep_outputs=False,
@@ -65,11 +56,11 @@ def run_scenario_rtl(scenario, report_path=None, *, dram_dump=False, keep_output
         rtl.test(TEST_MODULE, test_dir=work, log_file=sim_log,
                  extra_env={"VDLA_ACCEL_JOB": str(work)})
     except (RuntimeError, SystemExit) as error:
-        raise RtlScenarioError(f"simulator failed ({error}): {_log_tail(sim_log)} "
+        raise RtlScenarioError(f"simulator failed ({error}): {log_tail(sim_log)} "
                                f"(log: {sim_log})") from None
     report_file = work / "report.json"
     if not report_file.exists():
-        raise RtlScenarioError(f"simulator wrote no report: {_log_tail(sim_log)} "
+        raise RtlScenarioError(f"simulator wrote no report: {log_tail(sim_log)} "
                                f"(log: {sim_log})")
     report = json.loads(report_file.read_text())
     if "error" in report:

@@ -128,11 +128,10 @@ def _alone(scenario):
     return dataclasses.replace(scenario, tenants=scenario.tenants[:1], events=[])
 
 
-#: Memory-bound A is guaranteed half the bursts, so its latency at most doubles. For the
-#: compute-bound A the bound guards the measured 1.22 (its cores spend 30 % of their time
-#: loading even alone, and a frame's first loads wait for the bursts DRAM has already
-#: accepted of B's); the aim of 1.10 needs loads overlapped across frames.
-ISOLATION_BOUNDS = [("isolation_compute", 1.25), ("isolation_memory", 2.0)]
+#: Compute-bound A stays within 10 % of its latency alone (the issue's bound; measured 3.6 %);
+#: memory-bound A is guaranteed half of the delivered beats, so its latency at most doubles
+#: (measured 1.83x).
+ISOLATION_BOUNDS = [("isolation_compute", 1.10), ("isolation_memory", 2.0)]
 
 
 @pytest.mark.parametrize("name, bound", ISOLATION_BOUNDS)
