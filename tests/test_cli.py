@@ -156,7 +156,7 @@ def test_sim_runs_a_scenario_and_writes_the_report(tmp_path, capsys):
 def test_sim_fault_and_reallocate_scenarios(capsys):
     status, out, err = run_cli(capsys, "sim", SCENARIOS / "fault.toml")
     assert status == 0 and "SEGMENT" in out and "faulted SEGMENT" in err
-    status, out, err = run_cli(capsys, "sim", SCENARIOS / "reallocate.toml")
+    status, out, err = run_cli(capsys, "sim", SCENARIOS / "reallocate_both.toml")
     assert status == 0 and "1->3->2" in out and "3->1->2" in out
     assert sum(line.startswith("event[") for line in err.splitlines()) == 4
 

@@ -48,7 +48,7 @@ def test_example_scenarios_run_exactly(name):
 
 
 def test_reallocation_loses_and_repeats_nothing():
-    report = run_scenario_iss(SCENARIOS / "reallocate.toml")
+    report = run_scenario_iss(SCENARIOS / "reallocate_both.toml")
     a, b = by_name(report)["A"], by_name(report)["B"]
     assert [x["cores"] for x in a["allocations"]] == [1, 3, 2]
     assert [x["cores"] for x in b["allocations"]] == [3, 1, 2]
