@@ -37,6 +37,11 @@ class Core(wiring.Component):
     Parameters
     ----------
     config : :class:`vdla.config.Config`
+    multipliers : str
+        Implementation of the PE array's multipliers (:data:`.compute.multiplier.MULTIPLIERS`);
+        the default infers them, as simulation needs.
+    post_multipliers : str or None
+        Implementation of post-processing's multipliers; ``None``: as ``multipliers``.
 
     Members
     -------
@@ -59,8 +64,9 @@ class Core(wiring.Component):
         Since ``start``: cycles not idle, and cycles each unit was busy.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, multipliers="infer", post_multipliers=None):
         self._config = config
+        self._multipliers = (multipliers, post_multipliers)
         self.dispatch = Dispatch(config)
         self.buffers = CoreBuffers(config)
         self.load, self.compute, self.save = self.make_units(config)
@@ -83,7 +89,7 @@ class Core(wiring.Component):
 
     def make_units(self, config):
         """The ``(load, compute, save)`` units (tests substitute stand-ins here)."""
-        return (LoadUnit(config, addr_width=ADDR_BITS), ComputeUnit(config),
+        return (LoadUnit(config, addr_width=ADDR_BITS), ComputeUnit(config, *self._multipliers),
                 SaveUnit(config, addr_width=ADDR_BITS))
 
     def elaborate(self, platform):

@@ -1,4 +1,5 @@
-"""PEArray: int8 dot products accumulated with int32 wrap-around, against numpy."""
+"""PEArray: int8 dot products accumulated with int32 wrap-around, against numpy, with each
+multiplier implementation amaranth.sim can run (the DSP one: test_synth.py)."""
 
 import numpy as np
 import pytest
@@ -9,12 +10,12 @@ from vdla.hw.compute import PEArray
 from vdla.sim.numerics import wrap32
 
 
-def _groups(rng, config, count):
+def _groups(rng, config, count, max_beats=5):
     """Random accumulation groups: (beats of (x, w), init), some with extreme values so the
     accumulators wrap."""
     groups = []
     for k in range(count):
-        n = int(rng.integers(1, 6))
+        n = int(rng.integers(1, max_beats + 1))
         extreme = k % 4 == 3
         lo, hi = (-128, -127) if extreme else (-128, 128)
         x = rng.integers(lo, hi, (n, config.icp))
@@ -34,8 +35,11 @@ def _expected(groups):
     return out
 
 
-def _run(config, groups, stall_every=0, gap_every=0):
-    dut = PEArray(config)
+def _run(config, groups, stall_every=0, gap_every=0, multipliers="infer", stall_run=1):
+    """Results and latencies; the consumer refuses ``stall_run`` cycles in ``stall_every``,
+    the producer offers nothing one cycle in ``gap_every``. Every cycle, ``sink.ready`` and
+    ``source.valid`` are those of a pipeline of ``latency`` registers stalling as a whole."""
+    dut = PEArray(config, multipliers)
     beats = []
     for tag, (x, w, init) in enumerate(groups):
         for j in range(len(x)):
@@ -47,16 +51,22 @@ def _run(config, groups, stall_every=0, gap_every=0):
 
     async def bench(ctx):
         sent = cycle = 0
+        stages = [False] * dut.latency      # a last beat in each register, the output last
         while len(got) < len(groups):
-            stall = bool(stall_every) and cycle % stall_every == stall_every - 1
+            stall = bool(stall_every) and cycle % stall_every >= stall_every - stall_run
             gap = bool(gap_every) and cycle % gap_every == gap_every - 1
             ctx.set(dut.source.ready, not stall)
             offer = sent < len(beats) and not gap
             ctx.set(dut.sink.valid, offer)
             if offer:
                 ctx.set(dut.sink.payload, beats[sent])
-            took = offer and ctx.get(dut.sink.ready)
-            out = ctx.get(dut.source.payload) if ctx.get(dut.source.valid) and not stall else None
+            advance = not stages[-1] or not stall
+            assert ctx.get(dut.sink.ready) == advance
+            assert ctx.get(dut.source.valid) == stages[-1]
+            took = offer and advance
+            out = ctx.get(dut.source.payload) if stages[-1] and not stall else None
+            if advance:
+                stages = [took and beats[sent]["last"]] + stages[:-1]
             await ctx.tick()
             cycle += 1
             if took:
@@ -76,17 +86,32 @@ def _run(config, groups, stall_every=0, gap_every=0):
     return dut, got, latencies
 
 
+@pytest.mark.parametrize("multipliers", ["infer", "lut"])
 @pytest.mark.parametrize("ocp", [8, 2])
-def test_pe_array_matches_numpy(ocp):
+def test_pe_array_matches_numpy(ocp, multipliers):
     config = get_config("small").replace(icp=8, ocp=ocp)
     groups = _groups(np.random.default_rng(ocp), config, 40)
-    dut, got, latencies = _run(config, groups)
+    dut, got, latencies = _run(config, groups, multipliers=multipliers)
     assert got == _expected(groups)
     assert set(latencies) == {dut.latency}
 
 
-def test_pe_array_stalls_and_gaps():
+@pytest.mark.parametrize("multipliers", ["infer", "lut"])
+def test_pe_array_stalls_and_gaps(multipliers):
     config = get_config("small").replace(icp=16, ocp=4)
     groups = _groups(np.random.default_rng(7), config, 30)
-    _, got, _ = _run(config, groups, stall_every=3, gap_every=5)
+    _, got, _ = _run(config, groups, stall_every=3, gap_every=5, multipliers=multipliers)
     assert got == _expected(groups)
+
+
+@pytest.mark.parametrize("multipliers", ["infer", "lut"])
+def test_pe_array_long_stalls_one_beat_results(multipliers):
+    """A result every beat and the consumer away for 7 cycles in 10: as many results in
+    flight as the pipeline holds."""
+    config = get_config("small").replace(icp=8, ocp=2)
+    groups = _groups(np.random.default_rng(3), config, 60, max_beats=1)
+    _, got, latencies = _run(config, groups, stall_every=10, stall_run=7,
+                             multipliers=multipliers)
+    assert got == _expected(groups)
+    _, _, unstalled = _run(config, groups[:5], multipliers=multipliers)
+    assert max(latencies) > max(unstalled)

@@ -6,11 +6,12 @@ Bit-exact with :func:`vdla.sim.numerics.post` and :func:`vdla.sim.numerics.post_
     v = (a - zp_a) * mult_a + (b - zp_b) * mult_b + bias     (add mode)
     y = clamp(zp_out + ((v + ((1 << shift) >> 1)) >> shift), lo, hi)
 
-Each lane uses two 17 x 16-bit signed products (one MULT18X18D each on ECP5): in accumulator
-mode the low and high halves of the 32-bit ``wrap32(acc + bias)`` times ``mult_a``, in add mode
-the two operand products. The rounding shift is done as ``((2v >> shift) + 1) >> 1``, which
-equals the reference for every ``shift`` in 0..63 without a 64-bit rounding adder, and a shift
-past the value's width leaves only its sign, which rounds to 0 as in the reference.
+Each lane uses two 17 x 16-bit signed products (one MULT18X18D each on ECP5 unless they are
+built from LUTs, see :mod:`.multiplier`): in accumulator mode the low and high halves of the
+32-bit ``wrap32(acc + bias)`` times ``mult_a``, in add mode the two operand products. The
+rounding shift is done as ``((2v >> shift) + 1) >> 1``, which equals the reference for every
+``shift`` in 0..63 without a 64-bit rounding adder, and a shift past the value's width leaves
+only its sign, which rounds to 0 as in the reference.
 ``2v >> shift`` is saturated to 12 bits before the rounding add: a larger magnitude rounds to
 at least 1024, which clamps to the same ``lo`` / ``hi`` whatever ``zp_out`` is.
 """
@@ -21,6 +22,7 @@ from amaranth.lib.wiring import In, Out
 
 from vdla import isa
 
+from .multiplier import ProductPipeline, check_multipliers
 from .pe_array import TAG_BITS
 
 __all__ = ["PostProcess"]
@@ -34,6 +36,9 @@ class PostProcess(wiring.Component):
     config : :class:`vdla.config.Config`
     lanes : int
         Output lanes per beat.
+    multipliers : str
+        Implementation of the two products of each lane (:data:`.multiplier.MULTIPLIERS`);
+        all have the same latency and results.
 
     Members
     -------
@@ -47,10 +52,11 @@ class PostProcess(wiring.Component):
     #: Register stages from the sink to the source (no stall).
     latency = 10
 
-    def __init__(self, config, lanes):
+    def __init__(self, config, lanes, multipliers="infer"):
         if not isinstance(lanes, int) or lanes < 1:
             raise TypeError(f"Lane count must be a positive integer, not {lanes!r}")
         self._lanes = lanes
+        self._multipliers = check_multipliers(multipliers)
         super().__init__({
             "sink": In(stream.Signature(self.sink_layout(lanes))),
             "source": Out(stream.Signature(data.StructLayout({
@@ -88,13 +94,15 @@ class PostProcess(wiring.Component):
             stages.append(add)
         m.d.comb += [self.source.valid.eq(valid), self.source.payload.tag.eq(tag)]
 
+        products = ProductPipeline(m, self._multipliers, ce)
         for lane in range(self._lanes):
-            y = self._lane(m, reg, stages, lane)
+            y = self._lane(m, reg, stages, lane, products)
             m.d.comb += self.source.payload.y[lane].eq(y)
         return m
 
-    def _lane(self, m, reg, add, lane):
-        """One lane's pipeline; ``add[k]`` is the mode flag registered in stage ``k``."""
+    def _lane(self, m, reg, add, lane, products):
+        """One lane's pipeline; ``add[k]`` is the mode flag registered in stage ``k``;
+        ``products`` a :class:`.multiplier.ProductPipeline` advancing with the lanes."""
         def r(value, name, shape=None):
             return reg(value, f"l{lane}_{name}", shape)
 
@@ -104,12 +112,14 @@ class PostProcess(wiring.Component):
         b = r(beat.b[lane], "b")
         prm = r(beat.params[lane], "params")
 
-        # P1: multiplier operands.
+        # P1, P2: the multipliers' two registers (operands and products for "infer" and
+        # "dsp"; see :mod:`.multiplier`).
         wrapped = (a + prm.bias)[:32]
-        x0 = r(Mux(add[0], a[:8].as_signed() - prm.zp_a, wrapped[:16]), "x0", signed(17))
-        x1 = r(Mux(add[0], b - prm.zp_b, wrapped[16:].as_signed()), "x1", signed(17))
-        m0 = r(prm.mult_a, "m0")
-        m1 = r(Mux(add[0], prm.mult_b, prm.mult_a), "m1", unsigned(16))
+        x0 = Mux(add[0], a[:8].as_signed() - prm.zp_a, wrapped[:16])
+        x1 = Mux(add[0], b - prm.zp_b, wrapped[16:].as_signed())
+        m1 = Mux(add[0], prm.mult_b, prm.mult_a)
+        p0 = products.product(x0, prm.mult_a, name=f"l{lane}_p0", shape=signed(34))
+        p1 = products.product(x1, m1, name=f"l{lane}_p1", shape=signed(34))
         # Parameters needed later travel with the value, one register per stage.
         late = {"shift": prm.shift, "zp_out": prm.zp_out, "lo": prm.lo, "hi": prm.hi}
         late = {name: r(value, f"{name}_1") for name, value in late.items()}
@@ -118,9 +128,6 @@ class PostProcess(wiring.Component):
         def carry(k):
             return {name: r(value, f"{name}_{k}") for name, value in late.items()}
 
-        # P2: products.
-        p0 = r(x0 * m0, "p0", signed(34))
-        p1 = r(x1 * m1, "p1", signed(34))
         bias = r(bias, "bias_2")
         late = carry(2)
 

@@ -24,6 +24,7 @@ from ..buffers import compute_port_signatures
 from .accept import ACCEPT_CYCLES, Accept
 from .layouts import Kind, Tag
 from .misc import LaneSplitter, MiscLanes
+from .multiplier import check_multipliers
 from .params import ParamCache
 from .pe_array import PEArray, pe_latency
 from .postproc import PostProcess
@@ -40,6 +41,11 @@ class ComputeUnit(wiring.Component):
     Parameters
     ----------
     config : :class:`vdla.config.Config`
+    multipliers : str
+        Implementation of the PE array's multipliers (:data:`.multiplier.MULTIPLIERS`).
+    post_multipliers : str or None
+        Implementation of post-processing's multipliers; ``None``: as ``multipliers``. No
+        choice changes a result or a cycle.
 
     Members
     -------
@@ -56,8 +62,11 @@ class ComputeUnit(wiring.Component):
         Compute-side buffer ports (:func:`vdla.hw.buffers.compute_port_signatures`).
     """
 
-    def __init__(self, config):
+    def __init__(self, config, multipliers="infer", post_multipliers=None):
         self._config = config
+        self._multipliers = check_multipliers(multipliers)
+        self._post_multipliers = check_multipliers(
+            multipliers if post_multipliers is None else post_multipliers)
         members = {
             "cmd": In(stream.Signature(isa.Insn)),
             "done": Out(1),
@@ -84,11 +93,11 @@ class ComputeUnit(wiring.Component):
 
         m.submodules.accept = accept = Accept(config)
         m.submodules.sequencer = seq = Sequencer(config)
-        m.submodules.pe_array = pe = PEArray(config)
+        m.submodules.pe_array = pe = PEArray(config, self._multipliers)
         m.submodules.misc_lanes = lanes = MiscLanes(config)
         m.submodules.lane_splitter = split = LaneSplitter(config)
         m.submodules.params = params = ParamCache(config)
-        m.submodules.post = post = PostProcess(config, ocp)
+        m.submodules.post = post = PostProcess(config, ocp, self._post_multipliers)
 
         job = accept.job
         conv = job.kind == Kind.CONV
