@@ -27,7 +27,8 @@ from amaranth.hdl import Cat, ClockDomain, ClockSignal, Module, ResetSignal, Sig
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["OocWrapper", "make_top", "run", "parse_nextpnr", "main", "ToolError", "ToolMissing"]
+__all__ = ["OocWrapper", "component_ports", "make_top", "run", "parse_nextpnr", "main",
+           "ToolError", "ToolMissing"]
 
 #: Device and package of the ULX3S-85F; its speed grade.
 DEVICE, PACKAGE, SPEED = "85k", "CABGA381", "6"
@@ -42,6 +43,15 @@ class ToolError(RuntimeError):
 
 class ToolMissing(ToolError):
     """A tool is not installed."""
+
+
+def component_ports(dut):
+    """``(path, member, signal)`` of ``dut``'s ports; members a signature fixes to a constant
+    (a stream's ``ready`` when ``always_ready``) are not ports."""
+    for path, member, value in dut.signature.flatten(dut):
+        value = Value.cast(value)
+        if isinstance(value, Signal):
+            yield path, member, value
 
 
 class OocWrapper(wiring.Component):
@@ -59,11 +69,11 @@ class OocWrapper(wiring.Component):
     def __init__(self, dut):
         self._dut = dut
         self.in_bits = self.out_bits = 0
-        for _, member, value in dut.signature.flatten(dut):
+        for _, member, value in component_ports(dut):
             if member.flow == In:
-                self.in_bits += len(Value.cast(value))
+                self.in_bits += len(value)
             else:
-                self.out_bits += len(Value.cast(value))
+                self.out_bits += len(value)
         super().__init__({"clk": In(1), "din": In(1), "dout": Out(1)})
 
     def elaborate(self, platform):
@@ -78,8 +88,7 @@ class OocWrapper(wiring.Component):
         m.d.comb += ResetSignal("sync").eq(chain_in[0])
         chain_out = Signal(self.out_bits)
         used, outs = 1, []
-        for _, member, value in dut.signature.flatten(dut):
-            value = Value.cast(value)
+        for _, member, value in component_ports(dut):
             if member.flow == In:
                 m.d.comb += value.eq(chain_in[used:used + len(value)])
                 used += len(value)

@@ -23,7 +23,7 @@ from .axi import AXI4LiteSignature
 from .control import Control, control_addr_width
 from .core import Core
 from .dram_arbiter import DramArbiter
-from .fetch import Fetcher
+from .fetch import Fetcher, connect_core
 from .imem import InstructionMemory
 from .tenant_dispatch import TenantDispatch
 
@@ -87,7 +87,7 @@ class Accelerator(wiring.Component):
             m.submodules[f"core{c}"] = core
             m.submodules[f"fetcher{c}"] = fetcher
             link = dispatch.cores[c]
-            wiring.connect(m, fetcher.insn, core.insn)
+            connect_core(m, fetcher, core)
             wiring.connect(m, fetcher.imem, imem.reads[c])
             wiring.connect(m, core.m_axi, arbiter.ports[c])
             m.d.comb += [
@@ -98,9 +98,6 @@ class Accelerator(wiring.Component):
                 fetcher.vcore.eq(link.vcore), fetcher.vcount.eq(link.vcount),
                 core.start.eq(link.core_start),
                 core.seg_base.eq(link.seg_base), core.seg_size.eq(link.seg_size),
-                fetcher.core_idle.eq(core.idle), fetcher.core_fault.eq(core.fault),
-                fetcher.core_fault_valid.eq(core.fault_valid),
-                fetcher.core_fault_index.eq(core.fault_index),
                 link.header_ready.eq(fetcher.header_ready),
                 link.sync_wait.eq(fetcher.sync_wait),
                 link.sync_barrier.eq(fetcher.sync_barrier),

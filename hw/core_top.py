@@ -16,7 +16,7 @@ from vdla import isa
 from vdla.regs import Fault
 
 from .core import COUNTER_BITS, Core
-from .fetch import Fetcher
+from .fetch import Fetcher, connect_core
 
 __all__ = ["CoreTop"]
 
@@ -92,15 +92,12 @@ class CoreTop(wiring.Component):
                      read.addr.eq(fetcher.imem.addr), read.en.eq(fetcher.imem.en),
                      fetcher.imem.data.eq(read.data)]
 
-        wiring.connect(m, fetcher.insn, core.insn)
+        connect_core(m, fetcher, core)
         wiring.connect(m, core.m_axi, wiring.flipped(self.m_axi))
         m.d.comb += [
             core.start.eq(self.start), fetcher.start.eq(self.start),
             core.seg_base.eq(self.seg_base), core.seg_size.eq(self.seg_size),
             fetcher.prog_base.eq(self.prog_base), fetcher.prog_size.eq(self.prog_size),
-            fetcher.core_idle.eq(core.idle), fetcher.core_fault.eq(core.fault),
-            fetcher.core_fault_valid.eq(core.fault_valid),
-            fetcher.core_fault_index.eq(core.fault_index),
             self.running.eq(fetcher.running), self.done.eq(fetcher.done),
             self.fault.eq(fetcher.fault), self.fault_valid.eq(fetcher.fault_valid),
             self.fault_pc.eq(fetcher.fault_pc),

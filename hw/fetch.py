@@ -29,7 +29,7 @@ from amaranth.utils import ceil_log2
 from vdla import isa
 from vdla.regs import Fault
 
-__all__ = ["Fetcher"]
+__all__ = ["Fetcher", "connect_core"]
 
 #: Words fetched ahead of the core (also hides the instruction memory's read latency).
 PREFETCH = 4
@@ -243,3 +243,12 @@ class Fetcher(wiring.Component):
         with m.If(self.start):
             m.d.sync += [self.fault_valid.eq(0), self.fault.eq(Fault.NONE)]
         return m
+
+
+def connect_core(m, fetcher, core):
+    """Wire ``fetcher`` to the :class:`~.core.Core` it feeds: instructions one way, idle and
+    fault reports the other (the same in the one-core top and the pool)."""
+    wiring.connect(m, fetcher.insn, core.insn)
+    m.d.comb += [fetcher.core_idle.eq(core.idle), fetcher.core_fault.eq(core.fault),
+                 fetcher.core_fault_valid.eq(core.fault_valid),
+                 fetcher.core_fault_index.eq(core.fault_index)]

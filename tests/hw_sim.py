@@ -11,11 +11,12 @@ from amaranth.sim import Simulator
 from axi_model import AxiRamModel
 from vdla import isa
 from vdla.hw.buffers import compute_port_signatures
+from vdla.hw.axi import Resp
 from vdla.hw.core import ADDR_BITS, Core
 from vdla.hw.dma import LoadUnit, SaveUnit
 from vdla.regs import Fault
 
-__all__ = ["CopyCompute", "CopyCore", "axil_write", "axil_read", "run_core_top"]
+__all__ = ["CopyCompute", "CopyCore", "Master", "run_core_top"]
 
 Op = isa.Opcode
 
@@ -124,36 +125,57 @@ def run_core_top(dut, dram, words, *, seg_base, seg_size, prog_base=0, max_cycle
     return out
 
 
-async def axil_write(ctx, bus, address, value):
-    """One AXI4-Lite write (AW and W together, as most masters do); returns BRESP."""
-    ctx.set(bus.awaddr, address)
-    ctx.set(bus.wdata, value)
-    ctx.set(bus.wstrb, 0xF)
-    ctx.set(bus.awvalid, 1)
-    ctx.set(bus.wvalid, 1)
-    ctx.set(bus.bready, 1)
-    while True:
-        _, _, awready, wready, bvalid, bresp = await ctx.tick().sample(
-            bus.awready, bus.wready, bus.bvalid, bus.bresp)
-        if awready:
-            ctx.set(bus.awvalid, 0)
-        if wready:
-            ctx.set(bus.wvalid, 0)
-        if bvalid:
-            ctx.set(bus.bready, 0)
-            return bresp
+class Master:
+    """AXI4-Lite master on ``bus``, driven from an amaranth.sim testbench."""
 
+    def __init__(self, ctx, bus):
+        self.ctx, self.bus = ctx, bus
 
-async def axil_read(ctx, bus, address):
-    """One AXI4-Lite read; returns ``(data, RRESP)``."""
-    ctx.set(bus.araddr, address)
-    ctx.set(bus.arvalid, 1)
-    ctx.set(bus.rready, 1)
-    while True:
-        _, _, arready, rvalid, rdata, rresp = await ctx.tick().sample(
-            bus.arready, bus.rvalid, bus.rdata, bus.rresp)
-        if arready:
-            ctx.set(bus.arvalid, 0)
-        if rvalid:
-            ctx.set(bus.rready, 0)
-            return rdata, rresp
+    async def idle(self, cycles=1):
+        for _ in range(cycles):
+            await self.ctx.tick()
+
+    async def send(self, channels):
+        """Present ``[(valid, ready, [(signal, value)])]`` together; drop each as it is taken."""
+        ctx = self.ctx
+        for valid, _, payload in channels:
+            ctx.set(valid, 1)
+            for sig, value in payload:
+                ctx.set(sig, value)
+        pending = list(channels)
+        while pending:
+            taken = [ch for ch in pending if ctx.get(ch[1])]
+            await ctx.tick()
+            for ch in taken:
+                ctx.set(ch[0], 0)
+                pending.remove(ch)
+
+    async def response(self, valid, ready, fields, delay):
+        ctx = self.ctx
+        await self.idle(delay)
+        ctx.set(ready, 1)
+        while not ctx.get(valid):
+            await ctx.tick()
+        values = [ctx.get(f) for f in fields]
+        await ctx.tick()
+        ctx.set(ready, 0)
+        return values
+
+    async def write(self, addr, value, strb=0xF, order="both", gap=0, b_delay=0):
+        """Write ``value``; ``order`` is ``"both"``, ``"aw"`` (AW first) or ``"w"``."""
+        bus = self.bus
+        aw = (bus.awvalid, bus.awready, [(bus.awaddr, addr)])
+        w = (bus.wvalid, bus.wready, [(bus.wdata, value), (bus.wstrb, strb)])
+        phases = {"both": [[aw, w]], "aw": [[aw], [w]], "w": [[w], [aw]]}[order]
+        for k, channels in enumerate(phases):
+            await self.idle(gap if k else 0)
+            await self.send(channels)
+        resp, = await self.response(bus.bvalid, bus.bready, [bus.bresp], b_delay)
+        return Resp(resp)
+
+    async def read(self, addr, r_delay=0):
+        bus = self.bus
+        await self.send([(bus.arvalid, bus.arready, [(bus.araddr, addr)])])
+        value, resp = await self.response(bus.rvalid, bus.rready, [bus.rdata, bus.rresp],
+                                          r_delay)
+        return value, Resp(resp)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from axi_model import AxiRamModel
-from hw_sim import CopyCore, axil_read, axil_write
+from hw_sim import CopyCore, Master
 from isa_helpers import E, dma
 from vdla import isa, regs
 from vdla.config import get_config
@@ -116,32 +116,31 @@ def run_rtl(tenants, dram, *, stop_after=None, max_cycles=20000, stall=0.0):
     result = {}
 
     async def status(ctx, t):
-        raw, _ = await axil_read(ctx, dut.s_axil, regs.tenant_offset(t, "STATUS"))
+        host = Master(ctx, dut.s_axil)
+        raw, _ = await host.read(regs.tenant_offset(t, "STATUS"))
         st = isa.unpack_fields(_STATUS, raw)
         for name in ("FAULT_PC", "INFERENCES"):
-            st[name.lower()], _ = await axil_read(ctx, dut.s_axil, regs.tenant_offset(t, name))
+            st[name.lower()], _ = await host.read(regs.tenant_offset(t, name))
         st["fault"] = Fault(st["fault"])
         return st
 
     async def bench(ctx):
+        host = Master(ctx, dut.s_axil)
         for t in tenants:
             for k, word in enumerate(t.words):
                 for lane in range(4):
-                    resp = await axil_write(ctx, dut.s_axil,
-                                            regs.imem_offset(t.prog_base + k) + 4 * lane,
+                    resp = await host.write(regs.imem_offset(t.prog_base + k) + 4 * lane,
                                             (word >> (32 * lane)) & 0xFFFF_FFFF)
                     assert resp == Resp.OKAY
             for name, value in t.registers().items():
-                assert await axil_write(ctx, dut.s_axil, regs.tenant_offset(t.index, name),
-                                        value) == Resp.OKAY
+                assert await host.write(regs.tenant_offset(t.index, name), value) == Resp.OKAY
         for t in tenants:
-            await axil_write(ctx, dut.s_axil, regs.tenant_offset(t.index, "CTRL"), CTRL_START)
+            await host.write(regs.tenant_offset(t.index, "CTRL"), CTRL_START)
         waiting = {t.index for t in tenants}
         stopped = False
         for cycle in range(max_cycles):
             if stop_after and not stopped and cycle >= stop_after[1]:
-                await axil_write(ctx, dut.s_axil, regs.tenant_offset(stop_after[0], "CTRL"),
-                                 CTRL_STOP)
+                await host.write(regs.tenant_offset(stop_after[0], "CTRL"), CTRL_STOP)
                 stopped = True
             if stopped and stop_after[0] in waiting:
                 st = await status(ctx, stop_after[0])

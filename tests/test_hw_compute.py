@@ -197,8 +197,7 @@ def expected_cycles(config, setup_fields, word):
     s = setup_fields
     beats = (f["n_ob"] * f["out_h"] * f["out_w"] * s["kh"] * s["kw"] * s["n_icg"]
              * (config.icp // config.ocp))
-    fixed = ComputeUnit.fixed_cycles(config)
-    return beats, beats + (fixed if f["acc_final"] else fixed - PostProcess.latency)
+    return beats, beats + ComputeUnit.fixed_cycles(config, post=bool(f["acc_final"]))
 
 
 def check_conv_cycles(config, program, cycles):

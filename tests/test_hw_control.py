@@ -37,62 +37,6 @@ def glob(name):
     return regs.register(name, regs.GLOBAL_REGS).offset
 
 
-class Master:
-    """AXI4-Lite master on ``bus``, driven from an amaranth.sim testbench."""
-
-    def __init__(self, ctx, bus):
-        self.ctx, self.bus = ctx, bus
-
-    async def idle(self, cycles=1):
-        for _ in range(cycles):
-            await self.ctx.tick()
-
-    async def send(self, channels):
-        """Present ``[(valid, ready, [(signal, value)])]`` together; drop each as it is taken."""
-        ctx = self.ctx
-        for valid, _, payload in channels:
-            ctx.set(valid, 1)
-            for sig, value in payload:
-                ctx.set(sig, value)
-        pending = list(channels)
-        while pending:
-            taken = [ch for ch in pending if ctx.get(ch[1])]
-            await ctx.tick()
-            for ch in taken:
-                ctx.set(ch[0], 0)
-                pending.remove(ch)
-
-    async def response(self, valid, ready, fields, delay):
-        ctx = self.ctx
-        await self.idle(delay)
-        ctx.set(ready, 1)
-        while not ctx.get(valid):
-            await ctx.tick()
-        values = [ctx.get(f) for f in fields]
-        await ctx.tick()
-        ctx.set(ready, 0)
-        return values
-
-    async def write(self, addr, value, strb=0xF, order="both", gap=0, b_delay=0):
-        """Write ``value``; ``order`` is ``"both"``, ``"aw"`` (AW first) or ``"w"``."""
-        bus = self.bus
-        aw = (bus.awvalid, bus.awready, [(bus.awaddr, addr)])
-        w = (bus.wvalid, bus.wready, [(bus.wdata, value), (bus.wstrb, strb)])
-        phases = {"both": [[aw, w]], "aw": [[aw], [w]], "w": [[w], [aw]]}[order]
-        for k, channels in enumerate(phases):
-            await self.idle(gap if k else 0)
-            await self.send(channels)
-        resp, = await self.response(bus.bvalid, bus.bready, [bus.bresp], b_delay)
-        return Resp(resp)
-
-    async def read(self, addr, r_delay=0):
-        bus = self.bus
-        await self.send([(bus.arvalid, bus.arready, [(bus.araddr, addr)])])
-        value, resp = await self.response(bus.rvalid, bus.rready, [bus.rdata, bus.rresp],
-                                          r_delay)
-        return value, Resp(resp)
-
-
 def simulate(bench, config=CFG):
     """Run ``bench(ctx, dut, master, events)``; ``events`` collects, per cycle, the CTRL
     pulses ``(tenant, name)`` and the instruction-memory writes ``("imem", addr, en, data)``."""

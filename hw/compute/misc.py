@@ -34,10 +34,11 @@ class MiscLanes(wiring.Component):
     -------
     func : ``In(isa.MiscFunc)``
         Fixed while an instruction runs.
-    sink : ``In(stream.Signature(...))``
+    sink : ``In(stream.Signature(..., always_ready=True))``
         ``{x: CB x int8 (pad value already substituted), first, last, tag: Tag}``.
-    source : ``Out(stream.Signature(lanes_layout(CB)))``
-        One result per ``last`` beat, the cycle after it.
+    source : ``Out(stream.Signature(lanes_layout(CB), always_ready=True))``
+        One result per ``last`` beat, two cycles after it (never held back, like the PE
+        array's).
     """
 
     def __init__(self, config):
@@ -46,31 +47,31 @@ class MiscLanes(wiring.Component):
             "func": In(isa.MiscFunc),
             "sink": In(stream.Signature(data.StructLayout({
                 "x": data.ArrayLayout(signed(8), config.cb), "first": 1, "last": 1,
-                "tag": Tag}))),
-            "source": Out(stream.Signature(lanes_layout(config.cb))),
+                "tag": Tag}), always_ready=True)),
+            "source": Out(stream.Signature(lanes_layout(config.cb), always_ready=True)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        beat, out = self.sink.payload, self.source.payload
-        ce = Signal()
-        m.d.comb += [ce.eq(~self.source.valid | self.source.ready), self.sink.ready.eq(ce)]
+        # The beat is registered first: the pad substitution in front of it and the window
+        # logic behind do not fit one cycle together at 100 MHz on ECP5.
+        valid, beat, out = Signal(), Signal.like(self.sink.payload), self.source.payload
+        m.d.sync += [valid.eq(self.sink.valid), beat.eq(self.sink.payload)]
 
         # A window sum of at most 255 x 255 int8 values fits 24 bits; under MAXPOOL the
         # accumulator only ever holds int8 values, so the maximum compares 8 bits.
         acc = Signal(data.ArrayLayout(signed(24), self._cb))
         is_max = self.func == isa.MiscFunc.MAXPOOL
         is_add = self.func == isa.MiscFunc.ADD
-        with m.If(ce):
-            m.d.sync += self.source.valid.eq(self.sink.valid & beat.last)
-            with m.If(self.sink.valid):
-                m.d.sync += out.tag.eq(beat.tag)
-                for lane in range(self._cb):
-                    x, a = beat.x[lane], acc[lane]
-                    step = Mux(is_max, Mux(x > a[:8].as_signed(), x, a), a + x)
-                    value = Mux(beat.first, x, step)
-                    m.d.sync += [acc[lane].eq(value), out.b[lane].eq(x),
-                                 out.a[lane].eq(Mux(is_add, a, value))]
+        m.d.sync += self.source.valid.eq(valid & beat.last)
+        with m.If(valid):
+            m.d.sync += out.tag.eq(beat.tag)
+            for lane in range(self._cb):
+                x, a = beat.x[lane], acc[lane]
+                step = Mux(is_max, Mux(x > a[:8].as_signed(), x, a), a + x)
+                value = Mux(beat.first, x, step)
+                m.d.sync += [acc[lane].eq(value), out.b[lane].eq(x),
+                             out.a[lane].eq(Mux(is_add, a, value))]
         return m
 
 

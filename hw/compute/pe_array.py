@@ -3,9 +3,9 @@
 One beat per cycle: ``ICP`` input channels of one pixel times ``OCP`` rows of a weight block.
 Each output lane multiplies, sums its ``ICP`` products in a staged adder tree and adds the sum
 to its accumulator, which restarts from ``init`` on a ``first`` beat and is emitted on a
-``last`` beat. Its handshake is that of a fixed-latency pipeline stalling as a whole under
-back-pressure; inside, only a bit per stage stalls and the data path runs freely into a small
-result queue (see :meth:`PEArray.elaborate`).
+``last`` beat. The array never stalls: a stall would need an enable fanning out to every
+register and DSP of the array, which cost ~12 ns of routing on ECP5. The compute unit issues
+beats only when it has room for their results (:mod:`.unit`).
 
 Stages (every one a register, for 100+ MHz on ECP5, where an unpipelined array closes at
 ~68 MHz): the multipliers' two registers (operands and products, or whatever the chosen
@@ -16,7 +16,6 @@ the golden model does.
 
 from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .multiplier import ProductPipeline, check_multipliers
@@ -44,7 +43,7 @@ def _stage_levels(icp):
 
 
 def pe_latency(config):
-    """Cycles from taking a ``last`` beat to its result on ``source`` (no stall): operand
+    """Cycles from taking a ``last`` beat to its result on ``source``: operand
     registers, products, adder-tree stages, accumulator."""
     return 3 + _tree_stages(config.icp)
 
@@ -62,13 +61,13 @@ class PEArray(wiring.Component):
 
     Members
     -------
-    sink : ``In(stream.Signature(...))``
+    sink : ``In(stream.Signature(..., always_ready=True))``
         Beats ``{x: ICP x int8, w: OCP x ICP x int8 (w[o][i]), first, last,
         init: OCP x int32, tag: unsigned(24)}``. ``x`` already holds the pad value where the
         window leaves the tile; ``init`` is read on ``first`` beats only; ``tag`` on ``last``.
-    source : ``Out(stream.Signature(...))``
+    source : ``Out(stream.Signature(..., always_ready=True))``
         ``{acc: OCP x int32, tag}``: one result per ``last`` beat, :attr:`latency` cycles after
-        it was taken.
+        it was taken; the consumer must take it then.
     """
 
     def __init__(self, config, multipliers="infer"):
@@ -76,8 +75,8 @@ class PEArray(wiring.Component):
         self._icp, self._ocp = config.icp, config.ocp
         self._multipliers = check_multipliers(multipliers)
         super().__init__({
-            "sink": In(stream.Signature(self.sink_layout(config))),
-            "source": Out(stream.Signature(self.source_layout(config))),
+            "sink": In(stream.Signature(self.sink_layout(config), always_ready=True)),
+            "source": Out(stream.Signature(self.source_layout(config), always_ready=True)),
         })
 
     @staticmethod
@@ -100,70 +99,12 @@ class PEArray(wiring.Component):
 
     @property
     def latency(self):
-        """Cycles from taking a ``last`` beat to its result on ``source`` (no stall)."""
+        """Cycles from taking a ``last`` beat to its result on ``source``."""
         return 3 + _tree_stages(self._icp)
 
     def elaborate(self, platform):
         m = Module()
         icp, ocp = self._icp, self._ocp
-
-        # Handshake of a pipeline that stalls as a whole: a beat is taken, and every beat in
-        # flight moves, unless a result waits for a consumer.
-        ce = Signal()
-        m.d.comb += [ce.eq(~self.source.valid | self.source.ready), self.sink.ready.eq(ce)]
-        taken = self.sink.valid & ce
-
-        # Only that handshake stalls: one bit per stage says where a stalling pipeline would
-        # hold a last beat, and its end is ``source.valid``. The data path below never stalls
-        # (no enable fanning out to every register and DSP of the array, which cost ~12 ns of
-        # routing on ECP5) and parks its results in a queue until ``source`` would show them.
-        # The data path is never behind, so the result is in ``head`` when ``source.valid``
-        # rises, and at most ``latency + 1`` results wait.
-        lasts = taken & self.sink.payload.last
-        for k in range(self.latency - 1):
-            stage = Signal(name=f"last_{k}")
-            with m.If(ce):
-                m.d.sync += stage.eq(lasts)
-            lasts = stage
-        with m.If(ce):
-            m.d.sync += self.source.valid.eq(lasts)
-
-        # Results are numbered in order: ``produced`` counts those made, ``loaded`` those
-        # moved into ``head``, the output register. Result ``k`` is made into ``total`` (below),
-        # held in ``result`` for a cycle and written to slot ``k`` of a small LUT RAM (whose
-        # write data is far from the adders). ``head`` takes the oldest result not yet shown,
-        # from whichever of the three holds it, when it is empty or being taken.
-        m.submodules.results = results = Memory(
-            shape=self.source_layout(self._config), depth=1 << (self.latency + 1).bit_length(),
-            init=[])
-        push, read = results.write_port(), results.read_port(domain="comb")
-        count_bits = len(push.addr) + 1
-        produced, loaded = Signal(count_bits), Signal(count_bits)
-        result = Signal(self.source_layout(self._config), reset_less=True)
-        head = Signal(self.source_layout(self._config), reset_less=True)
-        head_valid = Signal()
-        made = Signal()             # a result is made this cycle (into ``total``)
-        made_now = Signal(self.source_layout(self._config))
-        m.d.comb += [push.addr.eq(produced - 1), push.data.eq(result), read.addr.eq(loaded),
-                     self.source.payload.eq(head)]
-        with m.If(made):
-            m.d.sync += produced.eq(produced + 1)
-        # ``produced - loaded``, kept in a register of its own so that the head's selects
-        # come straight from flip-flops.
-        behind, take, load = Signal(count_bits), Signal(), Signal()
-        m.d.comb += [take.eq(~head_valid | (self.source.valid & self.source.ready)),
-                     load.eq(take & (behind.any() | made))]
-        m.d.sync += behind.eq(behind + made - load)
-        with m.If(take):
-            m.d.sync += head_valid.eq(load)
-        with m.If(load):
-            m.d.sync += loaded.eq(loaded + 1)
-            with m.If(behind >= 2):
-                m.d.sync += head.eq(read.data)
-            with m.Elif(behind == 1):
-                m.d.sync += head.eq(result)
-            with m.Else():
-                m.d.sync += head.eq(made_now)
 
         # Control travels beside the data, one register per stage. Only ``valid`` is reset:
         # data registers without a reset keep the reset net's fanout (and LUTs) small.
@@ -191,7 +132,7 @@ class PEArray(wiring.Component):
         xs = [beat.x[i] for i in range(icp)]
         sums = [[products.product(xs[i], beat.w[o][i], name=f"prod_{o}_{i}", shape=signed(16))
                  for i in range(icp)] for o in range(ocp)]
-        ctrl = ctrl_stage((ctrl_in, taken), "ctrl_mul_in")
+        ctrl = ctrl_stage((ctrl_in, self.sink.valid), "ctrl_mul_in")
         ctrl = ctrl_stage(ctrl, "ctrl_prod")
 
         # Adder tree, up to two levels per register stage.
@@ -216,11 +157,10 @@ class PEArray(wiring.Component):
         for o in range(ocp):
             base = Mux(ctrl.first, ctrl.init[o], acc[o])
             m.d.comb += total[o].eq((base + sums[o][0])[:32])
-        m.d.comb += [made.eq(valid & ctrl.last), made_now.acc.eq(total),
-                     made_now.tag.eq(ctrl.tag)]
-        m.d.sync += push.en.eq(made)
+        made = valid & ctrl.last
         with m.If(valid):
             m.d.sync += acc.eq(total)
+        m.d.sync += self.source.valid.eq(made)
         with m.If(made):
-            m.d.sync += result.eq(made_now)
+            m.d.sync += [self.source.payload.acc.eq(total), self.source.payload.tag.eq(ctrl.tag)]
         return m

@@ -3,18 +3,20 @@
 Dataflow of an accepted CONV / MISC (one beat per cycle, in order, no instruction overlap)::
 
     Sequencer (A: counters, B: addresses) -> buffers (C: read, D: data, pad substitution)
-        CONV -> PEArray -> ABUF                                  (partial sums)
-                        -> ParamCache -> PostProcess -> OBUF     (acc_final)
-        MISC -> MiscLanes -> LaneSplitter -> ParamCache -> PostProcess -> OBUF
+        CONV -> PEArray -> ABUF                                                (partial sums)
+                        -> result queue -> ParamCache -> PostProcess -> OBUF   (acc_final)
+        MISC -> MiscLanes -> result queue -> LaneSplitter -> ParamCache -> PostProcess -> OBUF
 
-The sequencer, the buffer reads and the PE array / MISC lanes advance together (``adv``):
-only the parameter cache can hold results back (when a block is shorter than its parameters
-take to load), and OBUF / ABUF writes are never refused. Results are written in order, so
-the write tagged ``final`` completes the instruction.
+Only the sequencer can wait (``adv``, a flip-flop): it issues a beat while the result queue
+is sure to have room for every result issued, and everything after it runs without stalls
+up to the queue. Only the parameter cache can hold results back (when a block is shorter
+than its parameters take to load), and OBUF / ABUF writes are never refused. Results are
+written in order, so the write tagged ``final`` completes the instruction.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from vdla import isa
@@ -30,9 +32,32 @@ from .pe_array import PEArray, pe_latency
 from .postproc import PostProcess
 from .sequencer import Sequencer
 
-__all__ = ["ComputeUnit"]
+__all__ = ["ComputeUnit", "result_queue_depth"]
 
 _TAG_BITS = data.Layout.cast(Tag).size
+
+#: Cycles a result spends in the result queue when nothing waits.
+_QUEUE_CYCLES = 1
+
+
+def result_queue_depth(config):
+    """Entries of the result queue: room for every result in flight when one is made each
+    cycle (stages C and D, the PE array, the queue's own cycle and the cycle a freed place
+    takes to be counted), so that results never wait for places; a power of two (LUT RAM)."""
+    return 1 << (pe_latency(config) + 4).bit_length()
+
+
+def _result_layout(config):
+    """A result queue entry: a CONV result (``OCP`` sums) or a MISC one (``CB`` lanes; window
+    sums fit 24 bits, see :class:`.misc.MiscLanes`)."""
+    return data.StructLayout({
+        "v": data.UnionLayout({
+            "acc": data.ArrayLayout(signed(32), config.ocp),
+            "lanes": data.StructLayout({"a": data.ArrayLayout(signed(24), config.cb),
+                                        "b": data.ArrayLayout(signed(8), config.cb)}),
+        }),
+        "tag": Tag,
+    })
 
 
 class ComputeUnit(wiring.Component):
@@ -78,13 +103,14 @@ class ComputeUnit(wiring.Component):
         super().__init__(members)
 
     @staticmethod
-    def fixed_cycles(config):
-        """Cycles of a post-processed CONV beyond one per PE-array beat, from taking it to
-        ``done``, when nothing stalls: acceptance, sequencer stages A and B, buffer read and
-        read data (stages C and D; the first beat's own cycle is counted in the beats), PE
-        array, post-processing and the registered ``done``. A partial-sum CONV skips
-        post-processing."""
-        return ACCEPT_CYCLES + 4 - 1 + pe_latency(config) + PostProcess.latency + 1
+    def fixed_cycles(config, post=True):
+        """Cycles of a CONV beyond one per PE-array beat, from taking it to ``done``, when
+        nothing stalls: acceptance, sequencer stages A and B, buffer read and read data
+        (stages C and D; the first beat's own cycle is counted in the beats), PE array, then
+        (``post``) the result queue and post-processing, and the registered ``done``. A
+        partial-sum CONV (not ``post``) writes ABUF straight from the PE array."""
+        cycles = ACCEPT_CYCLES + 4 - 1 + pe_latency(config) + 1
+        return cycles + (_QUEUE_CYCLES + PostProcess.latency if post else 0)
 
     def elaborate(self, platform):
         m = Module()
@@ -158,28 +184,28 @@ class ComputeUnit(wiring.Component):
         ]
         wiring.connect(m, wiring.flipped(self.pbuf_read), params.pbuf)
 
-        # Buffer reads; everything up to the PE array / MISC lanes moves with ``adv``.
+        # Buffer reads. Only the sequencer moves with ``adv``; a beat it issues goes through
+        # the read (stage C), its data (stage D, registered straight out of the block RAMs,
+        # whose clock-to-output leaves no room for logic in the same cycle) and the PE array
+        # or MISC lanes without ever waiting.
         adv = Signal()
         beat = seq.beat
         m.d.comb += [
-            adv.eq(Mux(conv, pe.sink.ready, lanes.sink.ready)),
             seq.adv.eq(adv),
             self.ibuf_read.addr.eq(beat.ibuf_addr), self.ibuf_read.en.eq(adv),
             self.wbuf_read.addr.eq(beat.wbuf_addr), self.wbuf_read.en.eq(adv & conv),
             self.abuf_read.addr.eq(beat.tag.addr), self.abuf_read.en.eq(adv & conv),
         ]
-        # Stage C: the read is under way; stage D: its data, registered straight out of the
-        # block RAMs (whose clock-to-output leaves no room for logic in the same cycle).
         ctrl = data.StructLayout({"valid": 1, "pad": 1, "first": 1, "last": 1, "tag": Tag})
         c, d = Signal(ctrl), Signal(ctrl)
         d_x = Signal.like(self.ibuf_read.data)
         d_w = Signal.like(self.wbuf_read.data)
         d_init = Signal.like(self.abuf_read.data)
+        m.d.sync += [c.valid.eq(adv & seq.valid), d.eq(c), d_x.eq(self.ibuf_read.data),
+                     d_w.eq(self.wbuf_read.data), d_init.eq(self.abuf_read.data)]
         with m.If(adv):
-            m.d.sync += [c.valid.eq(seq.valid), c.pad.eq(seq.pad), c.first.eq(beat.first),
-                         c.last.eq(beat.last), c.tag.eq(beat.tag),
-                         d.eq(c), d_x.eq(self.ibuf_read.data), d_w.eq(self.wbuf_read.data),
-                         d_init.eq(self.abuf_read.data)]
+            m.d.sync += [c.pad.eq(seq.pad), c.first.eq(beat.first), c.last.eq(beat.last),
+                         c.tag.eq(beat.tag)]
         with m.If(start):
             m.d.sync += [c.valid.eq(0), d.valid.eq(0)]
         x = Signal(data.ArrayLayout(signed(8), config.cb))
@@ -206,19 +232,44 @@ class ComputeUnit(wiring.Component):
                         pe.sink.payload.init[o].eq(Mux(job.acc_init, 0, d_init[lane])),
                     ]
 
-        # Results: partial sums to ABUF, everything else through the parameter cache.
+        # Results: partial sums straight to ABUF, everything else through the result queue
+        # to the parameter cache, the one place that can hold results back (when a block is
+        # shorter than its parameters take to load). ``adv`` is a flip-flop: the sequencer
+        # issues a beat only while every result it has issued is sure of a place in the
+        # queue. (A ready chained back from the cache to the sequencer, fanning out to its
+        # registers and the buffer reads, held one ECP5 core to ~65 MHz.)
+        m.submodules.results = results = SyncFIFO(
+            width=data.Layout.cast(_result_layout(config)).size, depth=result_queue_depth(config))
+        written = Signal(_result_layout(config))
+        entry = data.View(_result_layout(config), results.r_data)
         pe_tag = Tag(pe.source.payload.tag[:_TAG_BITS])
         to_abuf = conv & ~job.acc_final
-        wiring.connect(m, lanes.source, split.sink)
+        reserved = Signal(range(results.depth + 1))
+        go = Signal(init=1)
+        reserve = go & seq.valid & beat.last & ~to_abuf
+        m.d.comb += adv.eq(go)
+        m.d.sync += [reserved.eq(reserved + reserve - (results.r_en & results.r_rdy)),
+                     go.eq(reserved + reserve < results.depth)]
+        m.d.comb += results.w_data.eq(written)
         with m.If(conv):
             m.d.comb += [
-                params.sink.valid.eq(pe.source.valid & job.acc_final),
-                params.sink.payload.a.eq(pe.source.payload.acc),
-                params.sink.payload.tag.eq(pe_tag),
-                pe.source.ready.eq(Mux(job.acc_final, params.sink.ready, 1)),
+                written.v.acc.eq(pe.source.payload.acc),
+                written.tag.eq(pe_tag),
+                results.w_en.eq(pe.source.valid & job.acc_final),
+                params.sink.valid.eq(results.r_rdy),
+                params.sink.payload.a.eq(entry.v.acc),
+                params.sink.payload.tag.eq(entry.tag),
+                results.r_en.eq(params.sink.ready),
             ]
         with m.Else():
             m.d.comb += [
+                written.v.lanes.b.eq(lanes.source.payload.b),
+                written.tag.eq(lanes.source.payload.tag),
+                results.w_en.eq(lanes.source.valid),
+                split.sink.valid.eq(results.r_rdy),
+                split.sink.payload.b.eq(entry.v.lanes.b),
+                split.sink.payload.tag.eq(entry.tag),
+                results.r_en.eq(split.sink.ready),
                 params.sink.valid.eq(split.source.valid),
                 params.sink.payload.add.eq(job.kind == Kind.ADD),
                 params.sink.payload.a.eq(split.source.payload.a),
@@ -226,6 +277,9 @@ class ComputeUnit(wiring.Component):
                 params.sink.payload.tag.eq(split.source.payload.tag),
                 split.source.ready.eq(params.sink.ready),
             ]
+            for lane in range(config.cb):
+                m.d.comb += [written.v.lanes.a[lane].eq(lanes.source.payload.a[lane]),
+                             split.sink.payload.a[lane].eq(entry.v.lanes.a[lane])]
         wiring.connect(m, params.source, post.sink)
         m.d.comb += post.source.ready.eq(1)
 
