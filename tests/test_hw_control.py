@@ -10,6 +10,7 @@ from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hw_sim import Master
 from vdla import regs
 from vdla.config import get_config
 from vdla.hw.axi import Resp
