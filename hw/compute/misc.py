@@ -55,12 +55,13 @@ class MiscLanes(wiring.Component):
         m = Module()
         # The beat is registered first: the pad substitution in front of it and the window
         # logic behind do not fit one cycle together at 100 MHz on ECP5.
-        valid, beat, out = Signal(), Signal.like(self.sink.payload), self.source.payload
+        valid, out = Signal(), self.source.payload
+        beat = Signal.like(self.sink.payload, reset_less=True)
         m.d.sync += [valid.eq(self.sink.valid), beat.eq(self.sink.payload)]
 
         # A window sum of at most 255 x 255 int8 values fits 24 bits; under MAXPOOL the
         # accumulator only ever holds int8 values, so the maximum compares 8 bits.
-        acc = Signal(data.ArrayLayout(signed(24), self._cb))
+        acc = Signal(data.ArrayLayout(signed(24), self._cb), reset_less=True)
         is_max = self.func == isa.MiscFunc.MAXPOOL
         is_add = self.func == isa.MiscFunc.ADD
         m.d.sync += self.source.valid.eq(valid & beat.last)

@@ -57,7 +57,8 @@ class ParamCache(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cb, ocp, passes = self._cb, self._ocp, self._passes
-        banks = [Signal(data.ArrayLayout(isa.PostParams, cb), name=f"bank{k}") for k in range(2)]
+        banks = [Signal(data.ArrayLayout(isa.PostParams, cb), name=f"bank{k}", reset_less=True)
+                 for k in range(2)]
         ready = [Signal(name=f"bank{k}_ready") for k in range(2)]
         cur = Signal()          # bank of the block whose results come next
 

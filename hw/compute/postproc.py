@@ -78,8 +78,11 @@ class PostProcess(wiring.Component):
         ce = Signal()
         m.d.comb += [ce.eq(~self.source.valid | self.source.ready), self.sink.ready.eq(ce)]
 
-        def reg(value, name, shape=None):
-            sig = Signal(shape if shape is not None else value.shape(), name=name)
+        def reg(value, name, shape=None, reset_less=True):
+            # Only ``valid`` is reset: a reset reaching every register of the lanes was one
+            # ECP5 core's critical net (16 ns of routing).
+            sig = Signal(shape if shape is not None else value.shape(), name=name,
+                         reset_less=reset_less)
             with m.If(ce):
                 m.d.sync += sig.eq(value)
             return sig
@@ -89,7 +92,8 @@ class PostProcess(wiring.Component):
         add = self.sink.payload.add
         stages = []
         for k in range(self.latency):
-            valid, tag = reg(valid, f"valid_{k}"), reg(tag, f"tag_{k}")
+            valid = reg(valid, f"valid_{k}", reset_less=False)
+            tag = reg(tag, f"tag_{k}")
             add = reg(add, f"add_{k}")
             stages.append(add)
         m.d.comb += [self.source.valid.eq(valid), self.source.payload.tag.eq(tag)]

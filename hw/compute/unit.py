@@ -198,9 +198,10 @@ class ComputeUnit(wiring.Component):
         ]
         ctrl = data.StructLayout({"valid": 1, "pad": 1, "first": 1, "last": 1, "tag": Tag})
         c, d = Signal(ctrl), Signal(ctrl)
-        d_x = Signal.like(self.ibuf_read.data)
-        d_w = Signal.like(self.wbuf_read.data)
-        d_init = Signal.like(self.abuf_read.data)
+        # Data registers have no reset (only valid bits do): it keeps the reset net small.
+        d_x = Signal.like(self.ibuf_read.data, reset_less=True)
+        d_w = Signal.like(self.wbuf_read.data, reset_less=True)
+        d_init = Signal.like(self.abuf_read.data, reset_less=True)
         m.d.sync += [c.valid.eq(adv & seq.valid), d.eq(c), d_x.eq(self.ibuf_read.data),
                      d_w.eq(self.wbuf_read.data), d_init.eq(self.abuf_read.data)]
         with m.If(adv):
