@@ -32,7 +32,7 @@ __all__ = ["OocWrapper", "component_ports", "make_top", "run", "parse_nextpnr", 
 
 #: Device and package of the ULX3S-85F; its speed grade.
 DEVICE, PACKAGE, SPEED = "85k", "CABGA381", "6"
-TOPS = ("core", "pe_array", "postproc")
+TOPS = ("core", "compute", "dispatch", "load", "save", "pe_array", "postproc")
 #: Seconds between progress lines while a tool runs.
 _HEARTBEAT = 60
 
@@ -101,11 +101,19 @@ class OocWrapper(wiring.Component):
 
 def make_top(config, top, multipliers="infer", post_multipliers=None):
     """The block named ``top`` (one of :data:`TOPS`) of ``config``, unwrapped."""
-    from vdla.hw.compute import PEArray, PostProcess
-    from vdla.hw.core import Core
+    from vdla.hw.compute import ComputeUnit, PEArray, PostProcess
+    from vdla.hw.core import ADDR_BITS, Core
+    from vdla.hw.dispatch import Dispatch
+    from vdla.hw.dma import LoadUnit, SaveUnit
     post = multipliers if post_multipliers is None else post_multipliers
     if top == "core":
         return Core(config, multipliers, post_multipliers)
+    if top == "compute":
+        return ComputeUnit(config, multipliers, post_multipliers)
+    if top == "dispatch":
+        return Dispatch(config)
+    if top in ("load", "save"):
+        return (LoadUnit if top == "load" else SaveUnit)(config, addr_width=ADDR_BITS)
     if top == "pe_array":
         return PEArray(config, multipliers)
     if top == "postproc":

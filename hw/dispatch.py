@@ -65,7 +65,7 @@ class Dispatch(wiring.Component):
     ----------
     config : :class:`vdla.config.Config`
     fifo_depth : int
-        Entries of each unit's instruction FIFO.
+        Entries of each unit's instruction FIFO (one is kept for the word being written).
 
     Members
     -------
@@ -80,7 +80,8 @@ class Dispatch(wiring.Component):
     idle : ``Out(1)``
         Queues empty and units idle.
     fault, fault_valid, fault_index : ``Out``
-        First fault since ``flush`` and the index of its word; issue stops when it is valid.
+        First fault since ``flush`` and the index of its word; issue stops in the cycle of the
+        fault, and they are valid from the next.
     """
 
     def __init__(self, config, fifo_depth=8):
@@ -208,20 +209,29 @@ class Dispatch(wiring.Component):
                     m.d.comb += push_now[tq].eq(unit.done & ~unit_fault[name]
                                                 & getattr(running_deps[name], pflag))
 
-        # ---- accepting words
-        fifo_ready = Cat(target[n] & fifos[n].w_rdy for n in _UNITS).any()
+        # ---- accepting words. A word taken is written to its unit's FIFO in the next cycle
+        # (``pending``), so that the decision to take it does not also drive the FIFOs' write
+        # enables (on the core's critical path). A FIFO takes a word while it has room for it
+        # after the pending one: one entry fewer than its depth in use.
+        pending = {n: Signal(name=f"pending_{n}") for n in _UNITS}
+        pending_entry = Signal(self.entry_layout, reset_less=True)
+        any_pending = Cat(pending.values()).any()
+        room = {n: fifos[n].level + pending[n] < self._fifo_depth - 1 for n in _UNITS}
+        fifo_ready = Cat(target[n] & room[n] for n in _UNITS).any()
         drained = Signal()
         units_idle = Cat(units[n].idle for n in _UNITS).all()
-        all_empty = Cat(fifos[n].level == 0 for n in _UNITS).all()
+        all_empty = Cat(fifos[n].level == 0 for n in _UNITS).all() & ~any_pending
         m.d.comb += [
             drained.eq(all_empty & units_idle),
             self.idle.eq(drained),
             self.insn.ready.eq(~stop & ~illegal & (fifo_ready | (boundary & drained))),
         ]
         accept = self.insn.valid & self.insn.ready
+        m.d.sync += pending_entry.eq(Cat(insn.as_value(), seq))
         for name in _UNITS:
-            m.d.comb += [fifos[name].w_en.eq(accept & target[name]),
-                         fifos[name].w_data.eq(Cat(insn.as_value(), seq))]
+            m.d.sync += pending[name].eq(accept & target[name])
+            m.d.comb += [fifos[name].w_en.eq(pending[name]),
+                         fifos[name].w_data.eq(pending_entry)]
         clear_tokens = accept & boundary
         for q in _TOKENS:
             with m.If(clear_tokens):
@@ -247,29 +257,48 @@ class Dispatch(wiring.Component):
         stuck = Signal()
         stuck_before = Signal()
         m.d.comb += stuck.eq(units_idle & ~any_done & heads_blocked & ~all_empty
-                             & input_blocked & ~faulted)
+                             & ~any_pending & input_blocked & ~faulted)
         # One more cycle of the same state, so no token or entry is still in flight.
         m.d.sync += stuck_before.eq(stuck)
         deadlock = stuck & stuck_before
         _, blocked_index = self._oldest(m, "blocked", [
             (fifos[n].r_rdy, heads[n].index, 0) for n in _UNITS])
 
-        # ---- fault latch: a unit's fault (oldest instruction first), deadlock, decode.
-        unit_code, unit_index = self._oldest(m, "faulting", [
-            (unit_fault[n], running_index[n], units[n].fault) for n in _UNITS])
-        code = Signal(Fault)
-        index = Signal(self.index_bits)
+        # ---- fault latch: a unit's fault (oldest instruction first), deadlock, decode. Issue
+        # stops in the cycle of the fault (``faulted``, ``stop``); what it was is worked out
+        # from the candidates as they were in that cycle, registered (``seen``), and reported
+        # a cycle later: choosing the oldest of them sat on the core's critical path.
+        seen = Signal(data.StructLayout({
+            "unit": data.ArrayLayout(1, len(_UNITS)),
+            "code": data.ArrayLayout(Fault, len(_UNITS)),
+            "index": data.ArrayLayout(self.index_bits, len(_UNITS)),
+            "deadlock": 1, "blocked_index": self.index_bits,
+            "seq": self.index_bits,
+        }), reset_less=True)
         with m.If(~faulted):
-            with m.If(Cat(unit_fault.values()).any()):
-                m.d.comb += [fault_now.eq(1), code.eq(unit_code), index.eq(unit_index)]
-            with m.Elif(deadlock):
-                m.d.comb += [fault_now.eq(1), code.eq(Fault.DEADLOCK),
-                             index.eq(blocked_index)]
-            with m.Elif(self.insn.valid & illegal):
-                m.d.comb += [fault_now.eq(1), code.eq(Fault.ILLEGAL), index.eq(seq)]
+            for k, n in enumerate(_UNITS):
+                m.d.sync += [seen.unit[k].eq(unit_fault[n]), seen.code[k].eq(units[n].fault),
+                             seen.index[k].eq(running_index[n])]
+            m.d.sync += [seen.deadlock.eq(deadlock), seen.blocked_index.eq(blocked_index),
+                         seen.seq.eq(seq)]
+        m.d.comb += fault_now.eq(~faulted & (Cat(unit_fault.values()).any() | deadlock
+                                             | (self.insn.valid & illegal)))
         with m.If(fault_now):
-            m.d.sync += [faulted.eq(1), self.fault.eq(code), self.fault_index.eq(index)]
-        m.d.comb += self.fault_valid.eq(faulted)
+            m.d.sync += faulted.eq(1)
+
+        unit_code, unit_index = self._oldest(m, "faulting", [
+            (seen.unit[k], seen.index[k], seen.code[k]) for k in range(len(_UNITS))])
+        reported = Signal()
+        with m.If(faulted & ~reported):
+            m.d.sync += reported.eq(1)
+            with m.If(seen.unit.as_value().any()):
+                m.d.sync += [self.fault.eq(unit_code), self.fault_index.eq(unit_index)]
+            with m.Elif(seen.deadlock):
+                m.d.sync += [self.fault.eq(Fault.DEADLOCK),
+                             self.fault_index.eq(seen.blocked_index)]
+            with m.Else():
+                m.d.sync += [self.fault.eq(Fault.ILLEGAL), self.fault_index.eq(seen.seq)]
+        m.d.comb += self.fault_valid.eq(reported)
 
         return ResetInserter(self.flush)(m)
 

@@ -97,7 +97,9 @@ class _DmaUnit(wiring.Component):
         ]
         m.d.sync += outstanding.eq(outstanding + gen.issue - retire)
 
-        m.d.sync += [check_start.eq(0), self.done.eq(0)]
+        # ``start`` is registered (a cycle in state Start): it loads every register of the
+        # transfer, and coming straight from the check's result it was a critical path.
+        m.d.sync += [check_start.eq(0), self.done.eq(0), start.eq(0)]
         with m.FSM():
             with m.State("Idle"):
                 m.d.comb += [self.idle.eq(1), self.cmd.ready.eq(1)]
@@ -112,11 +114,13 @@ class _DmaUnit(wiring.Component):
             with m.State("Check"):
                 with m.If(check.done):
                     with m.If(check.fault == Fault.NONE):
-                        m.d.comb += start.eq(1)
-                        m.next = "Move"
+                        m.d.sync += start.eq(1)
+                        m.next = "Start"
                     with m.Else():
                         m.d.sync += [self.done.eq(1), self.fault.eq(check.fault)]
                         m.next = "Idle"
+            with m.State("Start"):
+                m.next = "Move"
             with m.State("Move"):
                 with m.If(~gen.busy & (outstanding == 0)):
                     m.d.sync += [self.done.eq(1),

@@ -18,7 +18,7 @@ Two register stages: A holds the loop counters and running bases, B the beat (re
 flags, destination tag) that the unit presents to the buffers. Both move when ``adv``.
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -93,9 +93,23 @@ class Sequencer(wiring.Component):
         w_base, w_addr = Signal(_ADDR), Signal(_ADDR)
         out_off = Signal(14)
 
-        # Where each loop level wraps; ``end[k]``: levels 0..k all wrap this beat.
-        wraps = [g == lim["g"], kx == lim["kx"], ky == lim["ky"], p == p_last,
-                 ox == lim["ox"], oy == lim["oy"], blk == lim["blk"]]
+        # Where each loop level wraps: ``at[name]`` is ``counter == limit``, kept in a register
+        # of its own beside the counter (compared a cycle early), so that the wrap decisions
+        # and the enables they make start at flip-flops. ``end[k]``: levels 0..k all wrap.
+        counters = {"g": g, "kx": kx, "ky": ky, "p": p, "ox": ox, "oy": oy, "blk": blk}
+        limits = dict(lim, p=p_last)
+        at = {name: Signal(name=f"{name}_at_last") for name in counters}
+        at_zero = {name: Signal(name=f"{name}_last_zero") for name in counters}
+
+        def inc(name):
+            counter = counters[name]
+            return [counter.eq(counter + 1), at[name].eq(counter + 1 == limits[name])]
+
+        def clr(*names):
+            return [s for name in names for s in (counters[name].eq(0),
+                                                  at[name].eq(at_zero[name]))]
+
+        wraps = [at[name] for name in ("g", "kx", "ky", "p", "ox", "oy", "blk")]
         end = []
         for w in wraps:
             end.append(w if not end else end[-1] & w)
@@ -124,14 +138,19 @@ class Sequencer(wiring.Component):
 
         # Stage A.
         origin = job.origin
+        first_limits = {"blk": job.n_blk - 1, "oy": job.out_h - 1, "ox": job.out_w - 1,
+                        "ky": job.kh - 1, "kx": job.kw - 1, "g": job.ng - 1,
+                        "p": Mux(job.kind == Kind.CONV, self._passes - 1, 0)}
+        # Limits as the registers will hold them (truncated to the counters' widths).
+        limit_is_zero = {name: Value.cast(value)[:len(limits[name])] == 0
+                         for name, value in first_limits.items()}
         with m.If(self.start):
             m.d.sync += [
                 a_valid.eq(1), self.valid.eq(0),
-                blk.eq(0), oy.eq(0), ox.eq(0), p.eq(0), ky.eq(0), kx.eq(0), g.eq(0),
-                lim["blk"].eq(job.n_blk - 1), lim["oy"].eq(job.out_h - 1),
-                lim["ox"].eq(job.out_w - 1), lim["ky"].eq(job.kh - 1),
-                lim["kx"].eq(job.kw - 1), lim["g"].eq(job.ng - 1),
-                p_last.eq(Mux(job.kind == Kind.CONV, self._passes - 1, 0)),
+                *[limits[name].eq(value) for name, value in first_limits.items()],
+                *[counters[name].eq(0) for name in counters],
+                *[flag.eq(limit_is_zero[name]) for name, flag in at.items()],
+                *[flag.eq(limit_is_zero[name]) for name, flag in at_zero.items()],
                 b_offset.eq(job.src_b - job.src_a),
                 blk_step.eq(Mux(job.dw, job.plane, 0)),
                 yb.eq(-job.pad_top), xb.eq(-job.pad_left),
@@ -141,31 +160,31 @@ class Sequencer(wiring.Component):
             ]
         with m.Elif(self.adv & a_valid):
             with m.If(~end[0]):
-                m.d.sync += [g.eq(g + 1), k_off.eq(k_off + job.plane)]
+                m.d.sync += [*inc("g"), k_off.eq(k_off + job.plane)]
             with m.Elif(~end[1]):
-                m.d.sync += [g.eq(0), kx.eq(kx + 1), kx_off.eq(kx_off + 1),
+                m.d.sync += [*clr("g"), *inc("kx"), kx_off.eq(kx_off + 1),
                              k_off.eq(kx_off + 1)]
             with m.Elif(~end[2]):
-                m.d.sync += [g.eq(0), kx.eq(0), ky.eq(ky + 1), ky_off.eq(ky_off + job.in_w),
+                m.d.sync += [*clr("g", "kx"), *inc("ky"), ky_off.eq(ky_off + job.in_w),
                              kx_off.eq(ky_off + job.in_w), k_off.eq(ky_off + job.in_w)]
             with m.Else():
                 # End of one accumulation: the window restarts, weights from the block's first.
-                m.d.sync += [g.eq(0), kx.eq(0), ky.eq(0),
+                m.d.sync += [*clr("g", "kx", "ky"),
                              ky_off.eq(0), kx_off.eq(0), k_off.eq(0), w_addr.eq(w_base)]
                 with m.If(~end[3]):
-                    m.d.sync += p.eq(p + 1)
+                    m.d.sync += inc("p")
                 with m.Else():
-                    m.d.sync += [p.eq(0), out_off.eq(out_off + 1)]
+                    m.d.sync += [*clr("p"), out_off.eq(out_off + 1)]
                 with m.If(end[3] & ~end[4]):
-                    m.d.sync += [ox.eq(ox + 1), xb.eq(xb + job.stride),
+                    m.d.sync += [*inc("ox"), xb.eq(xb + job.stride),
                                  pix_base.eq(pix_base + job.stride)]
                 with m.If(end[4] & ~end[5]):
-                    m.d.sync += [ox.eq(0), oy.eq(oy + 1), xb.eq(-job.pad_left),
+                    m.d.sync += [*clr("ox"), *inc("oy"), xb.eq(-job.pad_left),
                                  yb.eq(yb + job.stride), row_base.eq(row_base + job.row_step),
                                  pix_base.eq(row_base + job.row_step)]
                 with m.If(end[5] & ~end[6]):
                     next_blk = blk_base + blk_step
-                    m.d.sync += [ox.eq(0), oy.eq(0), blk.eq(blk + 1), xb.eq(-job.pad_left),
+                    m.d.sync += [*clr("ox", "oy"), *inc("blk"), xb.eq(-job.pad_left),
                                  yb.eq(-job.pad_top), blk_base.eq(next_blk),
                                  row_base.eq(next_blk), pix_base.eq(next_blk),
                                  w_base.eq(w_base + job.blk_weights),
