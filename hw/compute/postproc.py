@@ -50,7 +50,7 @@ class PostProcess(wiring.Component):
     """
 
     #: Register stages from the sink to the source (no stall).
-    latency = 11
+    latency = 10
 
     def __init__(self, config, lanes, multipliers="infer"):
         if not isinstance(lanes, int) or lanes < 1:
@@ -87,7 +87,7 @@ class PostProcess(wiring.Component):
                 m.d.sync += sig.eq(value)
             return sig
 
-        # valid / tag / mode ride along the stages.
+        # valid / tag / mode ride along the 10 stages.
         valid, tag = self.sink.valid, self.sink.payload.tag
         add = self.sink.payload.add
         stages = []
@@ -116,14 +116,16 @@ class PostProcess(wiring.Component):
         b = r(beat.b[lane], "b")
         prm = r(beat.params[lane], "params")
 
-        # P1: the multipliers' operands, registered: the 32-bit bias add and the mode mux in
-        # front of the multiplier inputs (on ECP5 the DSP columns are far) do not fit the
-        # cycle that also routes into them.
+        # P1, P2: the multipliers' two registers (operands and products for "infer" and
+        # "dsp"; see :mod:`.multiplier`). A stage of its own for the bias add and the mode mux
+        # below was tried: it moved the ECP5 critical path to the parameter cache's bank
+        # select and cost one core 6-12 % of its Fmax.
         wrapped = (a + prm.bias)[:32]
-        x0 = r(Mux(add[0], a[:8].as_signed() - prm.zp_a, wrapped[:16]), "x0", signed(17))
-        x1 = r(Mux(add[0], b - prm.zp_b, wrapped[16:].as_signed()), "x1", signed(17))
-        m0 = r(prm.mult_a, "m0")
-        m1 = r(Mux(add[0], prm.mult_b, prm.mult_a), "m1")
+        x0 = Mux(add[0], a[:8].as_signed() - prm.zp_a, wrapped[:16])
+        x1 = Mux(add[0], b - prm.zp_b, wrapped[16:].as_signed())
+        m1 = Mux(add[0], prm.mult_b, prm.mult_a)
+        p0 = products.product(x0, prm.mult_a, name=f"l{lane}_p0", shape=signed(34))
+        p1 = products.product(x1, m1, name=f"l{lane}_p1", shape=signed(34))
         # Parameters needed later travel with the value, one register per stage.
         late = {"shift": prm.shift, "zp_out": prm.zp_out, "lo": prm.lo, "hi": prm.hi}
         late = {name: r(value, f"{name}_1") for name, value in late.items()}
@@ -132,36 +134,30 @@ class PostProcess(wiring.Component):
         def carry(k):
             return {name: r(value, f"{name}_{k}") for name, value in late.items()}
 
-        # P2, P3: the multipliers' two registers (operands and products for "infer" and
-        # "dsp"; see :mod:`.multiplier`).
-        p0 = products.product(x0, m0, name=f"l{lane}_p0", shape=signed(34))
-        p1 = products.product(x1, m1, name=f"l{lane}_p1", shape=signed(34))
-        late = carry(2)
         bias = r(bias, "bias_2")
+        late = carry(2)
+
+        # P3, P4: the sum of the products, one adder per stage.
+        u0 = r(Mux(add[2], p0 + bias, p0), "u0", signed(35))
+        p1 = r(p1, "p1_3")
         late = carry(3)
-        bias = r(bias, "bias_3")
-
-        # P4, P5: the sum of the products, one adder per stage.
-        u0 = r(Mux(add[3], p0 + bias, p0), "u0", signed(35))
-        p1 = r(p1, "p1_4")
+        v = r(u0 + Mux(add[3], p1, p1 << 16), "v", signed(50))
         late = carry(4)
-        v = r(u0 + Mux(add[4], p1, p1 << 16), "v", signed(50))
-        late = carry(5)
 
-        # P6, P7: arithmetic shift of 2v by ``shift``, in steps of 8 and then 1.
+        # P5, P6: arithmetic shift of 2v by ``shift``, in steps of 8 and then 1.
         coarse = r((v << 1) >> Cat(Const(0, 3), late["shift"][3:]), "coarse", signed(51))
-        late = carry(6)
+        late = carry(5)
         fine = r(coarse >> late["shift"][:3], "fine", signed(51))
-        late = carry(7)
+        late = carry(6)
 
-        # P8: saturate to 12 bits; P9: round (ties up) and add zp_out; P10: clamp.
+        # P7: saturate to 12 bits; P8: round (ties up) and add zp_out; P9: clamp.
         top = fine[11:]
         fs = r(Mux(top.all() | ~top.any(), fine[:12].as_signed(),
                    Mux(fine[-1], Const(-2048, signed(12)), Const(2047, signed(12)))),
                "fine_sat", signed(12))
-        late = carry(8)
+        late = carry(7)
         y0 = r(late["zp_out"] + ((fs + 1) >> 1), "y0", signed(13))
-        late = carry(9)
+        late = carry(8)
         lo, hi = late["lo"], late["hi"]
         low = Mux(y0 < lo, lo, y0)
         return r(Mux(low > hi, hi, low), "y", signed(8))
