@@ -100,7 +100,7 @@ class PEArray(wiring.Component):
     @property
     def latency(self):
         """Cycles from taking a ``last`` beat to its result on ``source``."""
-        return 3 + _tree_stages(self._icp)
+        return pe_latency(self._config)
 
     def elaborate(self, platform):
         m = Module()

@@ -80,10 +80,9 @@ class Sequencer(wiring.Component):
         a_valid = Signal()
         blk, oy, ox = Signal(10), Signal(8), Signal(8)
         p, ky, kx, g = Signal(range(self._passes)), Signal(8), Signal(8), Signal(12)
-        # ... their limits, latched at start ...
-        lim = {name: Signal(sig.shape(), name=f"{name}_last") for name, sig in
-               (("blk", blk), ("oy", oy), ("ox", ox), ("ky", ky), ("kx", kx), ("g", g))}
-        p_last = Signal(range(self._passes))
+        # ... (innermost loop level first) and their limits, latched at start ...
+        counters = {"g": g, "kx": kx, "ky": ky, "p": p, "ox": ox, "oy": oy, "blk": blk}
+        lim = {name: Signal(sig.shape(), name=f"{name}_last") for name, sig in counters.items()}
         b_offset = Signal(_ADDR)       # src_b - src_a: ADD's second column
         blk_step = Signal(_ADDR)       # input entries per output block (depthwise, MISC)
         # ... and running bases.
@@ -96,22 +95,19 @@ class Sequencer(wiring.Component):
         # Where each loop level wraps: ``at[name]`` is ``counter == limit``, kept in a register
         # of its own beside the counter (compared a cycle early), so that the wrap decisions
         # and the enables they make start at flip-flops. ``end[k]``: levels 0..k all wrap.
-        counters = {"g": g, "kx": kx, "ky": ky, "p": p, "ox": ox, "oy": oy, "blk": blk}
-        limits = dict(lim, p=p_last)
         at = {name: Signal(name=f"{name}_at_last") for name in counters}
         at_zero = {name: Signal(name=f"{name}_last_zero") for name in counters}
 
         def inc(name):
             counter = counters[name]
-            return [counter.eq(counter + 1), at[name].eq(counter + 1 == limits[name])]
+            return [counter.eq(counter + 1), at[name].eq(counter + 1 == lim[name])]
 
         def clr(*names):
             return [s for name in names for s in (counters[name].eq(0),
                                                   at[name].eq(at_zero[name]))]
 
-        wraps = [at[name] for name in ("g", "kx", "ky", "p", "ox", "oy", "blk")]
         end = []
-        for w in wraps:
+        for w in at.values():       # innermost level first
             end.append(w if not end else end[-1] & w)
         pass_end, blk_end, final = end[2], end[5], end[6]
 
@@ -142,12 +138,12 @@ class Sequencer(wiring.Component):
                         "ky": job.kh - 1, "kx": job.kw - 1, "g": job.ng - 1,
                         "p": Mux(job.kind == Kind.CONV, self._passes - 1, 0)}
         # Limits as the registers will hold them (truncated to the counters' widths).
-        limit_is_zero = {name: Value.cast(value)[:len(limits[name])] == 0
+        limit_is_zero = {name: Value.cast(value)[:len(lim[name])] == 0
                          for name, value in first_limits.items()}
         with m.If(self.start):
             m.d.sync += [
                 a_valid.eq(1), self.valid.eq(0),
-                *[limits[name].eq(value) for name, value in first_limits.items()],
+                *[lim[name].eq(value) for name, value in first_limits.items()],
                 *[counters[name].eq(0) for name in counters],
                 *[flag.eq(limit_is_zero[name]) for name, flag in at.items()],
                 *[flag.eq(limit_is_zero[name]) for name, flag in at_zero.items()],

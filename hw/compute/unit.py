@@ -32,7 +32,7 @@ from .pe_array import PEArray, pe_latency
 from .postproc import PostProcess
 from .sequencer import Sequencer
 
-__all__ = ["ComputeUnit", "result_queue_depth"]
+__all__ = ["ComputeUnit"]
 
 _TAG_BITS = data.Layout.cast(Tag).size
 
@@ -40,7 +40,7 @@ _TAG_BITS = data.Layout.cast(Tag).size
 _QUEUE_CYCLES = 1
 
 
-def result_queue_depth(config):
+def _result_queue_depth(config):
     """Entries of the result queue: room for every result in flight when one is made each
     cycle (stages C and D, the PE array, the queue's own cycle and the cycle a freed place
     takes to be counted), so that results never wait for places; a power of two (LUT RAM)."""
@@ -239,10 +239,11 @@ class ComputeUnit(wiring.Component):
         # issues a beat only while every result it has issued is sure of a place in the
         # queue. (A ready chained back from the cache to the sequencer, fanning out to its
         # registers and the buffer reads, held one ECP5 core to ~65 MHz.)
+        result = _result_layout(config)
         m.submodules.results = results = SyncFIFO(
-            width=data.Layout.cast(_result_layout(config)).size, depth=result_queue_depth(config))
-        written = Signal(_result_layout(config))
-        entry = data.View(_result_layout(config), results.r_data)
+            width=data.Layout.cast(result).size, depth=_result_queue_depth(config))
+        written = Signal(result)
+        entry = data.View(result, results.r_data)
         pe_tag = Tag(pe.source.payload.tag[:_TAG_BITS])
         to_abuf = conv & ~job.acc_final
         reserved = Signal(range(results.depth + 1))
