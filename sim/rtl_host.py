@@ -104,6 +104,24 @@ class RtlRun:
             return f"timed out: no done or fault within {self.max_cycles} cycles"
         return f"done in {s['cycles']} cycles"
 
+    def layer_cycles(self):
+        """Cycles of each layer (from the first FRAME taken, SYNC to SYNC, last to done),
+        and the start overhead (buffer clearing, first fetch) before the first FRAME.
+        Needs ``marks=True``."""
+        marks = self.status.get("marks")
+        if not marks:
+            raise RtlError("layer timing needs a run made with marks=True")
+        opcode = opcodes(self.words)
+        syncs = np.flatnonzero(opcode == isa.Opcode.SYNC.value)
+        first = {}
+        for cycle, value in marks:
+            first.setdefault(value, cycle)
+        frame = int(np.flatnonzero(opcode == isa.Opcode.FRAME.value)[0])
+        edges = [first[self.prog_base + o + 1] for o in [frame, *syncs.tolist()]]
+        edges.append(self.status["end"])
+        start = self.status["start"]
+        return np.diff(edges).tolist(), edges[0] - start
+
 
 def opcodes(words):
     """Opcode of every word of an ``(n, 2)`` uint64 image."""
@@ -176,7 +194,7 @@ def run_batch(runs, config, *, rtl=None, build_dir=None):
 
 @dataclasses.dataclass
 class ProgramRun(RtlRun):
-    """An :class:`RtlRun` of one inference of a program; decodes tensors and layer times."""
+    """An :class:`RtlRun` of one inference of a program; decodes its tensors."""
     program: object = None
     config: object = None
     tensor_names: list = None
@@ -194,24 +212,6 @@ class ProgramRun(RtlRun):
     def outputs(self):
         tensors = self.tensors
         return {name: tensors[name] for name in self.program.outputs}
-
-    def layer_cycles(self):
-        """Cycles of each layer (from the first FRAME taken, SYNC to SYNC, last to done),
-        and the start overhead (buffer clearing, first fetch) before the first FRAME.
-        Needs ``marks=True``."""
-        marks = self.status.get("marks")
-        if not marks:
-            raise RtlError("layer timing needs a run made with marks=True")
-        opcode = opcodes(self.words)
-        syncs = np.flatnonzero(opcode == isa.Opcode.SYNC.value)
-        first = {}
-        for cycle, value in marks:
-            first.setdefault(value, cycle)
-        frame = int(np.flatnonzero(opcode == isa.Opcode.FRAME.value)[0])
-        edges = [first[self.prog_base + o + 1] for o in [frame, *syncs.tolist()]]
-        edges.append(self.status["end"])
-        start = self.status["start"]
-        return np.diff(edges).tolist(), edges[0] - start
 
 
 def program_run(program, config, inputs, *, tensors=None, seg_base=DEFAULT_SEG_BASE,

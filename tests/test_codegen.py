@@ -1,7 +1,5 @@
 """Static properties of generated code: fields, frames, tokens, buffer ranges, DMA, memory plan."""
 
-import time
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -183,14 +181,12 @@ def test_memory_plan_liveness():
     assert mem.segment_size - mem.weights_size < intermediates / 4       # space is reused
 
 
-@pytest.mark.parametrize("name, budget", [("u200", 10.0), ("ulx3s", 15.0)])
-def test_resnet50_compiles_fast(name, budget):
+# Its compile time is a figure of make bench (bench/run.py, compile section), not a limit here.
+@pytest.mark.parametrize("name", ["u200", "ulx3s"])
+def test_resnet50_compiles(name):
     cfg = get_config(name)
     graph = synthetic.resnet50()
-    start = time.perf_counter()
     program = static.compile_graph(graph, cfg)
-    elapsed = time.perf_counter() - start
-    assert elapsed < budget
     assert sum(l.kind == "conv" for l in program.layers) == 53
     assert 3.5e9 < sum(l.macs for l in program.layers) < 4.5e9
     per_layer = np.bincount(program.frames["layer"].astype(int), minlength=len(graph.layers))

@@ -2,13 +2,12 @@
 
 Every graph of tests/graphs.py: the ISS output (run the way `vdla run --backend iss` runs it)
 is bit-identical to the layer reference and within one output quantization step of ONNX
-Runtime on the same QDQ model, on one and on several cores, under both ISS schedules.
+Runtime on the same QDQ model (graph optimizations disabled: :mod:`vdla.sim.onnx_reference`), on one and on several cores, under both ISS schedules.
 """
 
 import pathlib
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 from graphs import GRAPHS, build, quantized, sample_input
@@ -17,16 +16,11 @@ from vdla.compiler.ifp import dumps, loads
 from vdla.compiler.static import compile_graph
 from vdla.config import get_config
 from vdla.sim.host import quantize, run_program, run_program_int
+from vdla.sim.onnx_reference import reference_session
 from vdla.sim.reference import run_graph
 
 CONFIG = get_config("small")
 DIGITS = pathlib.Path(__file__).resolve().parent.parent / "models" / "digits" / "digits_qdq.onnx"
-
-
-def _session(path):
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +35,7 @@ def test_iss_matches_onnxruntime_and_reference(name, qdq_dir):
     program = loads(dumps(compile_graph(graph, CONFIG)), CONFIG)
     (in_name,), (out_name,) = program.inputs, program.outputs
     entry_in, entry_out = program.tensor(in_name), program.tensor(out_name)
-    session = _session(path)
+    session = reference_session(path)
     for seed, cores in ((0, 1), (1, 3)):
         x = sample_input(build(name), seed=seed)
         expected = session.run(None, {session.get_inputs()[0].name: x})[0]
@@ -62,7 +56,7 @@ def test_digits_accuracy_matches_onnxruntime():
     images, labels = held_out()
     graph = load_model(DIGITS)
     program = compile_graph(graph, CONFIG)
-    session = _session(DIGITS)
+    session = reference_session(DIGITS)
     (in_name,), (out_name,) = program.inputs, program.outputs
     ours, ref = [], []
     for image in images:

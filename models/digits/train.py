@@ -58,14 +58,10 @@ def train(model, x, y):
 
 
 def accuracy(path, x, y):
-    """Top-1 accuracy of an ONNX model under onnxruntime, one image at a time."""
-    import onnxruntime as ort
+    """Top-1 accuracy of an ONNX model under the onnxruntime reference, one image at a time."""
+    from vdla.sim.onnx_reference import reference_session, run_batch
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    hits = sum(int(session.run(None, {name: img[None]})[0].argmax() == label)
-               for img, label in zip(x, y))
-    return hits / len(y)
+    return float((run_batch(reference_session(path), x).argmax(1) == y).mean())
 
 
 def main(argv=None):
