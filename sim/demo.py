@@ -28,7 +28,7 @@ from .scenario import format_report, load_scenario, run_scenario_iss
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "models" / "digits" / "digits_qdq.onnx"
-#: Inferences per tenant by default: the RTL simulates ~5-10k cycles/s, the ISS far faster.
+#: Inferences per tenant by default: the 4-core RTL simulates ~20k cycles/s, the ISS far faster.
 DEFAULTS = {"rtl": (32, 1), "iss": (360, 4)}
 
 

