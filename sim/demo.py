@@ -90,6 +90,29 @@ def _outputs(report, name, program):
                                 entry.zero_point).reshape(-1) for out in tenant["outputs"]])
 
 
+def _against_ort(report, tenant, model, inputs):
+    """A tenant's outputs, ONNX Runtime's reference outputs, and the largest difference in
+    output steps from the reference and (information only) from ORT's optimized session."""
+    ours = _outputs(report, tenant.name, tenant.program)
+    scale = tenant.program.tensor(tenant.program.outputs[0]).scale
+    ref = run_batch(reference_session(model), inputs)
+    info = run_batch(optimized_session(model), inputs)
+    return ours, ref, output_steps(ours, ref, scale), output_steps(ours, info, scale)
+
+
+def _checks(report, compared):
+    """``[(what, passed)]``: every check of every tenant; the verdict is all of them."""
+    checks = []
+    for t in report["tenants"]:
+        checks.append((f"tenant {t['index']} ({t['name']}) bit-identical to the golden model",
+                       t["exact"] == t["compared"] == t["inferences"]))
+        checks.append((f"tenant {t['index']} ({t['name']}) completed {t['inferences']} "
+                       f"inferences", t["completed"] == t["inferences"]))
+    for name, (_, _, steps, _) in compared.items():
+        checks.append((f"{name}: within one output step of ONNX Runtime", steps <= 1.0001))
+    return checks
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("rtl", "iss"), default="rtl",
@@ -138,23 +161,10 @@ def main(argv=None):
     log(format_report(report))
 
     digits, resnet = scenario.tenants
-    checks = []            # (what, passed): the verdict is all of them, nothing else
-    for t in report["tenants"]:
-        checks.append((f"tenant {t['index']} ({t['name']}) bit-identical to the golden model",
-                       t["exact"] == t["compared"] == t["inferences"]))
-        checks.append((f"tenant {t['index']} ({t['name']}) completed {t['inferences']} "
-                       f"inferences", t["completed"] == t["inferences"]))
-    compared = {}
-    for tenant, model, inputs in ((digits, DIGITS, images),
-                                  (resnet, second_path, second_inputs)):
-        ours = _outputs(report, tenant.name, tenant.program)
-        scale = tenant.program.tensor(tenant.program.outputs[0]).scale
-        ref = run_batch(reference_session(model), inputs)
-        info = run_batch(optimized_session(model), inputs)
-        compared[tenant.name] = (ours, ref, output_steps(ours, ref, scale),
-                                 output_steps(ours, info, scale))
-        checks.append((f"{tenant.name}: within one output step of ONNX Runtime",
-                       compared[tenant.name][2] <= 1.0001))
+    compared = {tenant.name: _against_ort(report, tenant, model, inputs)
+                for tenant, model, inputs in ((digits, DIGITS, images),
+                                              (resnet, second_path, second_inputs))}
+    checks = _checks(report, compared)
 
     ours, ref, _, _ = compared["digits"]
     pred, ref_pred = ours.argmax(1), ref.argmax(1)

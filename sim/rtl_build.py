@@ -153,7 +153,8 @@ def _build(toplevel, name, config, out, log_file, internals):
         out.mkdir(parents=True, exist_ok=True)
         stamp.unlink(missing_ok=True)   # a half-finished build must not look reusable
         source.write_text(text)
-        ports.write_text(f'`verilator_config\npublic_flat_rw -module "{name}" -var "*"\n')
+        if not internals:
+            ports.write_text(f'`verilator_config\npublic_flat_rw -module "{name}" -var "*"\n')
         with _environment(MAKEFLAGS=MAKEFLAGS, PATH=verilator_path()):
             runner.build(sources=[source], hdl_toplevel=name, build_args=args,
                          build_dir=out, always=True, log_file=log_file)
@@ -166,11 +167,16 @@ def build_stage(out, name, since):
     """What the build of ``name`` in ``out``, started at ``since`` (a ``time.time()``), is
     doing now, judged by the files it has made since then."""
     def fresh(paths):
-        return {p.stem for p in paths if p.stat().st_mtime >= since}
+        made = set()
+        for path in paths:
+            with contextlib.suppress(OSError):      # the build may replace it meanwhile
+                if path.stat().st_mtime >= since:
+                    made.add(path.stem)
+        return made
     out = pathlib.Path(out)
-    if not fresh([out / f"{name}.v"] if (out / f"{name}.v").exists() else []):
+    if not fresh([out / f"{name}.v"]):
         return "converting the design to Verilog"
-    if not fresh([out / "Vtop.mk"] if (out / "Vtop.mk").exists() else []):
+    if not fresh([out / "Vtop.mk"]):
         return "Verilator translating the Verilog to C++"
     sources = {p.stem for p in out.glob("*.cpp")}
     done = fresh(out.glob("*.o")) & sources
