@@ -265,7 +265,7 @@ def _build_locked(config, top, root, out):
         log = out / "build.log"
         started = time.perf_counter()
         print(f"building the Verilator model of {top} for configuration {config.name} "
-              f"(once, a few minutes; log: {log})", file=sys.stderr, flush=True)
+              f"(once, a minute or two on two cores; log: {log})", file=sys.stderr, flush=True)
         try:
             out.mkdir(parents=True, exist_ok=True)
             rtl = build(component(config), top, config, root, log_file=log,
