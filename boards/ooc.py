@@ -32,7 +32,7 @@ __all__ = ["OocWrapper", "component_ports", "make_top", "run", "parse_nextpnr", 
 
 #: Device and package of the ULX3S-85F; its speed grade.
 DEVICE, PACKAGE, SPEED = "85k", "CABGA381", "6"
-TOPS = ("core", "compute", "dispatch", "load", "save", "pe_array", "postproc")
+TOPS = ("core", "compute", "dispatch", "load", "save", "pe_array", "postproc", "host_bridge")
 #: Seconds between progress lines while a tool runs.
 _HEARTBEAT = 60
 
@@ -118,6 +118,9 @@ def make_top(config, top, multipliers="infer", post_multipliers=None):
         return PEArray(config, multipliers)
     if top == "postproc":
         return PostProcess(config, config.ocp, post)
+    if top == "host_bridge":
+        from vdla.hw.host_bridge import HostBridge
+        return HostBridge(config)
     raise ValueError(f"Top must be one of {', '.join(TOPS)}, not {top!r}")
 
 
