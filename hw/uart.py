@@ -27,12 +27,6 @@ MIN_DIVISOR = 4
 MAX_ERROR = 0.02
 
 
-def _check_divisor(divisor):
-    if not isinstance(divisor, int) or divisor < MIN_DIVISOR:
-        raise TypeError(f"Divisor must be an integer greater than or equal to {MIN_DIVISOR}, "
-                        f"not {divisor!r}")
-
-
 def uart_divisor(clk_freq, baud):
     """Clock cycles per bit for ``baud`` at ``clk_freq`` Hz, rounded to the nearest.
 
@@ -53,7 +47,22 @@ def uart_divisor(clk_freq, baud):
     return divisor
 
 
-class UARTTransmitter(wiring.Component):
+class _Line(wiring.Component):
+    """What both halves share: the bit time in clock cycles."""
+
+    def __init__(self, divisor):
+        if not isinstance(divisor, int) or divisor < MIN_DIVISOR:
+            raise TypeError(f"Divisor must be an integer greater than or equal to "
+                            f"{MIN_DIVISOR}, not {divisor!r}")
+        self._divisor = divisor
+        super().__init__()
+
+    @property
+    def divisor(self):
+        return self._divisor
+
+
+class UARTTransmitter(_Line):
     """8N1 transmitter.
 
     Parameters
@@ -71,15 +80,6 @@ class UARTTransmitter(wiring.Component):
 
     sink: In(stream.Signature(8))
     tx: Out(1, init=1)
-
-    def __init__(self, divisor):
-        _check_divisor(divisor)
-        self._divisor = divisor
-        super().__init__()
-
-    @property
-    def divisor(self):
-        return self._divisor
 
     def elaborate(self, platform):
         m = Module()
@@ -100,7 +100,7 @@ class UARTTransmitter(wiring.Component):
         return m
 
 
-class UARTReceiver(wiring.Component):
+class UARTReceiver(_Line):
     """8N1 receiver.
 
     Parameters
@@ -124,15 +124,6 @@ class UARTReceiver(wiring.Component):
     source: Out(stream.Signature(8))
     framing_error: Out(1)
     overrun: Out(1)
-
-    def __init__(self, divisor):
-        _check_divisor(divisor)
-        self._divisor = divisor
-        super().__init__()
-
-    @property
-    def divisor(self):
-        return self._divisor
 
     def elaborate(self, platform):
         m = Module()
