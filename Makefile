@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 BUILD  := build
 # Exact versions of every package in .venv (pip constraints); `make lock` refreshes it.
 LOCK   := requirements.lock
-EXTRAS := test,sim,synth,models
+EXTRAS := test,sim,synth,board,models
 PYTEST_ARGS ?=
 
 # Keep the tool caches (YoWASP, wasmtime) inside the ignored build folder.
