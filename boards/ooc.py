@@ -32,7 +32,10 @@ __all__ = ["OocWrapper", "component_ports", "make_top", "run", "parse_nextpnr", 
 
 #: Device and package of the ULX3S-85F; its speed grade.
 DEVICE, PACKAGE, SPEED = "85k", "CABGA381", "6"
-TOPS = ("core", "compute", "dispatch", "load", "save", "pe_array", "postproc", "host_bridge")
+TOPS = ("core", "compute", "dispatch", "load", "save", "pe_array", "postproc", "host_bridge",
+        "axi_ram")
+#: Bytes of the on-chip RAM synthesized as the "axi_ram" block.
+AXI_RAM_BYTES = 32 * 1024
 #: Seconds between progress lines while a tool runs.
 _HEARTBEAT = 60
 
@@ -121,6 +124,10 @@ def make_top(config, top, multipliers="infer", post_multipliers=None):
     if top == "host_bridge":
         from vdla.hw.host_bridge import HostBridge
         return HostBridge(config)
+    if top == "axi_ram":         # on a core's DRAM port signature
+        from vdla.hw.axi import AXI4Signature
+        from vdla.hw.axi_ram import AxiRam
+        return AxiRam(AXI4Signature(ADDR_BITS, config.bus_bits), AXI_RAM_BYTES)
     raise ValueError(f"Top must be one of {', '.join(TOPS)}, not {top!r}")
 
 

@@ -69,6 +69,19 @@ class CopyCore(Core):
 
 
 
+async def hold_until_taken(ctx, valid, ready):
+    """Hold ``valid`` high until ``ready`` is high at a clock edge; return the edges waited."""
+    ctx.set(valid, 1)
+    edges = 0
+    while True:
+        *_, taken = await ctx.tick().sample(ready)
+        edges += 1
+        if taken:
+            break
+    ctx.set(valid, 0)
+    return edges
+
+
 def run_core_top(dut, dram, words, *, seg_base, seg_size, prog_base=0, max_cycles=20000,
                  write_imem=True, latency=4, stall=0.0, runs=None):
     """Run a one-core image on ``dut`` (a CoreTop) with ``dram`` (uint8 array) behind its AXI

@@ -16,6 +16,7 @@ from vdla.hw.axi import BOUNDARY, MAX_BURST, AXI4Signature, Burst, Resp
 from vdla.hw.dram_arbiter import READS_IN_FLIGHT, W_ORDER_DEPTH, DramArbiter
 
 from axi_model import AxiRamModel
+from hw_sim import hold_until_taken
 
 SIG = AXI4Signature(64, 64)
 DRAM = 1 << 16
@@ -88,14 +89,7 @@ class Master:
 
     async def _send(self, ctx, valid, ready, cycle):
         """Hold ``valid`` until taken; return the cycle count at the handshake edge."""
-        ctx.set(valid, 1)
-        while True:
-            *_, taken = await ctx.tick().sample(ready)
-            cycle += 1
-            if taken:
-                break
-        ctx.set(valid, 0)
-        return cycle
+        return cycle + await hold_until_taken(ctx, valid, ready)
 
     async def drive_ar(self, ctx):
         cycle = 0
