@@ -78,6 +78,9 @@ class HostBridge(wiring.Component):
     timeout : int, optional
         Clock cycles without a byte after which a partly received frame is dropped (default:
         10 ms at ``config.clock_mhz``).
+    mem_signature : AXI4Signature, optional
+        Of the memory port (default: a core's DMA port); a board top passes that of the
+        accelerator's DRAM port, to join it at an arbiter.
 
     Members
     -------
@@ -87,11 +90,11 @@ class HostBridge(wiring.Component):
         Response bytes.
     ctrl : ``Out(AXI4LiteSignature(control_addr_width(config), 32))``
         To the accelerator's control port.
-    mem : ``Out(AXI4Signature(64, config.bus_bits))``
-        To memory; a core's DMA port signature, so that it can join the DRAM arbiter.
+    mem : ``Out(mem_signature)``
+        To memory.
     """
 
-    def __init__(self, config, timeout=None):
+    def __init__(self, config, timeout=None, mem_signature=None):
         if timeout is None:
             timeout = round(config.clock_mhz * 10_000)
         if not isinstance(timeout, int) or timeout < 1:
@@ -100,11 +103,17 @@ class HostBridge(wiring.Component):
         self._timeout = timeout
         self._ctrl_width = control_addr_width(config)
         self._beat_bytes = config.bus_bits // 8
+        if mem_signature is None:
+            mem_signature = AXI4Signature(ADDR_BITS, config.bus_bits)
+        if not isinstance(mem_signature, AXI4Signature) or \
+                mem_signature.data_width != config.bus_bits:
+            raise TypeError(f"Memory signature must be an AXI4Signature of "
+                            f"{config.bus_bits}-bit data, not {mem_signature!r}")
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
             "ctrl": Out(AXI4LiteSignature(self._ctrl_width, 32)),
-            "mem": Out(AXI4Signature(ADDR_BITS, config.bus_bits)),
+            "mem": Out(mem_signature),
         })
 
     def elaborate(self, platform):

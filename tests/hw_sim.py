@@ -15,6 +15,8 @@ from vdla.hw.axi import Resp
 from vdla.hw.core import ADDR_BITS, Core
 from vdla.hw.dma import LoadUnit, SaveUnit
 from vdla.regs import Fault
+from vdla.sim.bus import BusError
+from vdla.sim.serial_bus import Transport
 
 __all__ = ["CopyCompute", "CopyCore", "Master", "run_core_top"]
 
@@ -67,6 +69,59 @@ class CopyCore(Core):
                 SaveUnit(config, addr_width=ADDR_BITS))
 
 
+
+
+class SimTransport(Transport):
+    """The host link's byte pipe in amaranth.sim: bytes out on the stream ``sink``, bytes in
+    from the list ``received`` (filled by :func:`collector`); time is simulated cycles."""
+
+    def __init__(self, ctx, sink, received):
+        self.ctx, self.sink, self.received = ctx, sink, received
+        self.cycles = 0
+
+    async def write(self, data):
+        for byte in data:
+            self.ctx.set(self.sink.valid, 1)
+            self.ctx.set(self.sink.payload, byte)
+            await self._tick(until=self.sink.ready)
+        self.ctx.set(self.sink.valid, 0)
+
+    async def _tick(self, until=None):
+        """One clock cycle, or (``until``) cycles until that signal is high at an edge."""
+        while True:
+            self.cycles += 1
+            if until is None:
+                await self.ctx.tick()
+                return
+            *_, high = await self.ctx.tick().sample(until)
+            if high:
+                return
+
+    async def read(self, nbytes, limit=200_000):
+        for _ in range(limit):
+            if len(self.received) >= nbytes:
+                data = bytes(self.received[:nbytes])
+                del self.received[:nbytes]
+                return data
+            await self._tick()
+        raise BusError(f"{len(self.received)} of {nbytes} bytes in {limit} cycles")
+
+    def now(self):
+        return self.cycles
+
+    async def pause(self):
+        for _ in range(16):
+            await self._tick()
+
+
+def collector(source, received):
+    """A background testbench taking every byte of the stream ``source`` into ``received``."""
+    async def collect(ctx):
+        ctx.set(source.ready, 1)
+        async for _, _, valid, payload in ctx.tick().sample(source.valid, source.payload):
+            if valid:
+                received.append(payload)
+    return collect
 
 
 async def hold_until_taken(ctx, valid, ready):

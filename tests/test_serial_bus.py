@@ -13,6 +13,7 @@ from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 from axi_model import AxiRamModel
+from hw_sim import SimTransport, collector
 from vdla import regs
 from vdla.compiler.program import Allocation
 from vdla.compiler.static import compile_graph
@@ -22,7 +23,7 @@ from vdla.hw.control import Control
 from vdla.hw.host_bridge import HostBridge
 from vdla.sim.bus import BusError
 from vdla.sim.driver import Driver
-from vdla.sim.serial_bus import SerialBus, SerialTransport, Transport
+from vdla.sim.serial_bus import SerialBus, SerialTransport
 
 CONFIG = get_config("small")
 RAM_BYTES = 8192
@@ -43,48 +44,6 @@ class BridgeTop(wiring.Component):
         return m
 
 
-class SimTransport(Transport):
-    """The bridge's byte streams, driven from a testbench; time is simulated cycles."""
-
-    def __init__(self, ctx, top, received):
-        self.ctx, self.rx, self.received = ctx, top.bridge.rx, received
-        self.cycles = 0
-
-    async def write(self, data):
-        for byte in data:
-            self.ctx.set(self.rx.valid, 1)
-            self.ctx.set(self.rx.payload, byte)
-            await self._tick(until=self.rx.ready)
-        self.ctx.set(self.rx.valid, 0)
-
-    async def _tick(self, until=None):
-        """One clock cycle, or (``until``) cycles until that signal is high at an edge."""
-        while True:
-            self.cycles += 1
-            if until is None:
-                await self.ctx.tick()
-                return
-            *_, high = await self.ctx.tick().sample(until)
-            if high:
-                return
-
-    async def read(self, nbytes):
-        for _ in range(20_000):
-            if len(self.received) >= nbytes:
-                data = bytes(self.received[:nbytes])
-                del self.received[:nbytes]
-                return data
-            await self._tick()
-        raise BusError(f"{len(self.received)} of {nbytes} bytes in 20000 cycles")
-
-    def now(self):
-        return self.cycles
-
-    async def pause(self):
-        for _ in range(16):
-            await self._tick()
-
-
 def run(bench, config=CONFIG, ram_bytes=RAM_BYTES):
     """Run ``bench(bus, top, ram, imem_writes)`` with a SerialBus opened on the bridge;
     returns the instruction-memory writes, ``[(word, lane, value)]``."""
@@ -92,12 +51,6 @@ def run(bench, config=CONFIG, ram_bytes=RAM_BYTES):
     ram = AxiRamModel(top.bridge.mem, ram_bytes, latency=2)
     received, imem_writes = [], []
     tx, control = top.bridge.tx, top.control
-
-    async def collect(ctx):
-        ctx.set(tx.ready, 1)
-        async for _, _, valid, payload in ctx.tick().sample(tx.valid, tx.payload):
-            if valid:
-                received.append(payload)
 
     async def imem(ctx):
         async for _, _, en, addr, data in ctx.tick().sample(control.imem_en, control.imem_addr,
@@ -107,14 +60,14 @@ def run(bench, config=CONFIG, ram_bytes=RAM_BYTES):
                     imem_writes.append((addr, lane, data >> 32 * lane & 0xFFFF_FFFF))
 
     async def testbench(ctx):
-        bus = SerialBus(SimTransport(ctx, top, received), config, ram_bytes)
+        bus = SerialBus(SimTransport(ctx, top.bridge.rx, received), config, ram_bytes)
         await bench(await bus.open(), top, ram, imem_writes)
         assert received == []
 
     sim = Simulator(top)
     sim.add_clock(1e-8)
     sim.add_testbench(ram.run, background=True)
-    sim.add_testbench(collect, background=True)
+    sim.add_testbench(collector(tx, received), background=True)
     sim.add_testbench(imem, background=True)
     sim.add_testbench(testbench)
     sim.run()
