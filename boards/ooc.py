@@ -17,8 +17,6 @@ import json
 import os
 import pathlib
 import re
-import shutil
-import subprocess
 import sys
 import time
 
@@ -27,8 +25,9 @@ from amaranth.hdl import Cat, ClockDomain, ClockSignal, Module, ResetSignal, Sig
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["OocWrapper", "component_ports", "make_top", "run", "parse_nextpnr", "main",
-           "ToolError", "ToolMissing"]
+from .toolflow import ToolError, find_tool, parse_nextpnr, run_tool
+
+__all__ = ["OocWrapper", "component_ports", "make_top", "run", "summary", "main"]
 
 #: Device and package of the ULX3S-85F; its speed grade.
 DEVICE, PACKAGE, SPEED = "85k", "CABGA381", "6"
@@ -36,16 +35,6 @@ TOPS = ("core", "compute", "dispatch", "load", "save", "pe_array", "postproc", "
         "axi_ram")
 #: Bytes of the on-chip RAM synthesized as the "axi_ram" block.
 AXI_RAM_BYTES = 32 * 1024
-#: Seconds between progress lines while a tool runs.
-_HEARTBEAT = 60
-
-
-class ToolError(RuntimeError):
-    """A tool failed."""
-
-
-class ToolMissing(ToolError):
-    """A tool is not installed."""
 
 
 def component_ports(dut):
@@ -131,79 +120,6 @@ def make_top(config, top, multipliers="infer", post_multipliers=None):
     raise ValueError(f"Top must be one of {', '.join(TOPS)}, not {top!r}")
 
 
-def find_tool(name):
-    """Command of a YoWASP tool: ``$YOSYS`` / ``$NEXTPNR_ECP5`` (Amaranth's convention), else
-    on PATH, else next to this Python (the virtual environment's bin/)."""
-    env = os.environ.get(name.removeprefix("yowasp-").replace("-", "_").upper())
-    for candidate in (env, name, str(pathlib.Path(sys.executable).parent / name)):
-        if candidate and shutil.which(candidate):
-            return shutil.which(candidate)
-    raise ToolMissing(f"{name} not found (pip install {name}, or make install)")
-
-
-def _run_tool(label, argv, log, env, progress, watch=None):
-    """Run one tool with its output in ``log``; every minute a progress line with the last
-    line of ``watch`` (the tool's own log file; default ``log``)."""
-    started = time.monotonic()
-    progress(f"{label}: started ({pathlib.Path(argv[0]).name})")
-    with open(log, "w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                cwd=log.parent)
-        while True:
-            try:
-                proc.wait(timeout=_HEARTBEAT)
-                break
-            except subprocess.TimeoutExpired:
-                progress(f"{label}: {time.monotonic() - started:.0f} s, "
-                         f"{_last_line(watch or log)}")
-    elapsed = time.monotonic() - started
-    if proc.returncode:
-        raise ToolError(f"{label} failed (exit {proc.returncode}) after {elapsed:.0f} s: "
-                        f"{_last_line(log, 'ERROR') or _last_line(log)} (log: {log})")
-    progress(f"{label}: done in {elapsed:.0f} s")
-    return elapsed
-
-
-def _last_line(path, containing=""):
-    try:
-        lines = [line.strip() for line in path.read_text(errors="replace").splitlines()
-                 if line.strip() and containing in line]
-    except OSError:
-        return ""
-    return lines[-1][:160] if lines else ""
-
-
-def parse_nextpnr(log_text, report=None):
-    """Figures of one nextpnr-ecp5 run from its log (and ``--report`` JSON when given).
-
-    Returns a dict with ``fmax_mhz`` (of the worst clock), ``utilisation`` (cell type ->
-    ``[used, available]``) and ``critical_path`` (the report's lines, net names included).
-    """
-    # Each listing is repeated after routing: the last one of each kind wins.
-    fmax = dict(re.findall(r"Max frequency for clock '([^']*)': ([0-9.]+) MHz", log_text))
-    fmax = {clock: float(mhz) for clock, mhz in fmax.items()}
-    util = {cell: [int(used), int(avail)] for cell, used, avail in
-            re.findall(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", log_text)}
-    if report:
-        fmax.update({clock: c["achieved"] for clock, c in report.get("fmax", {}).items()})
-        util.update({cell: [n["used"], n["available"]]
-                     for cell, n in report.get("utilization", {}).items()})
-    # The last clock-to-clock report is the routed one; cross-domain ones are the wrapper's
-    # pins. Source locations of the library's cells are left out.
-    path = []
-    blocks = re.split(r"Info: Critical path report for clock ", log_text)
-    if len(blocks) > 1:
-        for line in blocks[-1].splitlines()[1:]:
-            if not line.startswith("Info: ") or "Critical path report" in line:
-                break
-            if "Defined in" not in line and not re.search(r"\.(vh?|py):\d", line):
-                path.append(line[len("Info: "):].rstrip())
-            if re.search(r"ns logic, [0-9.]+ ns routing", line):
-                break
-    return {"fmax_mhz": min(fmax.values(), default=0.0), "critical_path": path,
-            "utilisation": {cell: numbers for cell, numbers in util.items() if numbers[0]}}
-
-
 def run(config, top="core", multipliers="infer", post_multipliers=None, freq=100.0,
         out=None, seed=1, keep=None, router="router2", progress=print):
     """Synthesize, place and route ``top`` of ``config``; return the figures (also written
@@ -230,9 +146,9 @@ def run(config, top="core", multipliers="infer", post_multipliers=None, freq=100
         script.append(f"setattr -set keep 1 {keep}")
     script += ["synth_ecp5 -top top -json top.json", "tee -o stat.txt stat"]
     (out / "synth.ys").write_text("\n".join(script) + "\n")
-    times = {"yosys_s": _run_tool("yosys", [yosys, "-q", "-l", "yosys.log", "synth.ys"],
+    times = {"yosys_s": run_tool("yosys", [yosys, "-q", "-l", "yosys.log", "synth.ys"],
                                   out / "yosys.stdout", env, progress, out / "yosys.log")}
-    times["nextpnr_s"] = _run_tool("nextpnr", [
+    times["nextpnr_s"] = run_tool("nextpnr", [
         nextpnr, f"--{DEVICE}", "--package", PACKAGE, "--speed", SPEED, "--json", "top.json",
         "--freq", str(freq), "--lpf-allow-unconstrained", "--timing-allow-fail",
         "--seed", str(seed), "--router", router, "--report", "report.json",

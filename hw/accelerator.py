@@ -38,6 +38,10 @@ class Accelerator(wiring.Component):
     config : :class:`vdla.config.Config`
     imem_init : sequence of int, optional
         Initial instruction words (simulation shortcut; the host normally writes them).
+    multipliers : sequence of (str, str), optional
+        Per core, the multiplier implementations of its PE array and post-processing
+        (:data:`~.compute.multiplier.MULTIPLIERS`): a board with too few DSP blocks for every
+        core builds some in LUTs. Default: ``"infer"`` everywhere.
 
     Members
     -------
@@ -49,8 +53,12 @@ class Accelerator(wiring.Component):
         Per-tenant done interrupt (IRQ_STATUS gated by each tenant's irq_enable).
     """
 
-    def __init__(self, config, imem_init=()):
+    def __init__(self, config, imem_init=(), multipliers=None):
         self._config = config
+        self._multipliers = list(multipliers or [("infer", "infer")] * config.cores)
+        if len(self._multipliers) != config.cores:
+            raise ValueError(f"Multipliers must be given for each of the {config.cores} cores, "
+                             f"not {len(self._multipliers)}")
         self.control = Control(config)
         self.dispatch = TenantDispatch(config)
         self.imem = InstructionMemory(config, config.cores, imem_init)
@@ -65,7 +73,7 @@ class Accelerator(wiring.Component):
 
     def make_core(self, config, index):
         """Core ``index`` of the pool (tests substitute cores with stand-in units)."""
-        return Core(config)
+        return Core(config, *self._multipliers[index])
 
     def elaborate(self, platform):
         m = Module()

