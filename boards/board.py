@@ -7,19 +7,28 @@ reset resources, UART rate, on-chip RAM and how its cores get their multipliers)
 the board's PLL (:mod:`.pll`), and the ``sync`` domain leaves reset only once the PLL has
 locked and the reset button is released, through a reset synchronizer, so no flip-flop sees
 a reset edge that is asynchronous to its clock.
+
+The board top is converted on its own, with the ports its signature gives it, and
+instantiated by name: the synthesized netlist of that one module, the very one placed, is
+what the netlist check (:mod:`.netlist_check`) simulates, through the same ports as the RTL.
 """
 
 import dataclasses
 
+from amaranth.back import rtlil
 from amaranth.build import ResourceError
-from amaranth.hdl import ClockDomain, Elaboratable, Instance, Module, Signal
+from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Instance, Module, ResetSignal, \
+    Signal
 from amaranth.lib.cdc import ResetSynchronizer
 
 from vdla.hw.accelerator import Accelerator
 from vdla.hw.board_top import BoardTop
 from vdla.hw.uart import uart_divisor
 
-__all__ = ["Board", "BoardDesign"]
+__all__ = ["Board", "BoardDesign", "NETLIST_TOP"]
+
+#: Module name of the board top (:class:`~vdla.hw.board_top.BoardTop`) in the build.
+NETLIST_TOP = "vdla_board_top"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,11 +112,15 @@ class BoardDesign(Elaboratable):
         button = platform.request(self.board.reset, 0)
         m.submodules.reset_sync = ResetSynchronizer(~locked | button.i, domain="sync")
 
-        m.submodules.top = top = self.top
+        platform.add_file(f"{NETLIST_TOP}.il", rtlil.convert(self.top, name=NETLIST_TOP))
         uart = platform.request("uart", 0)
-        m.d.comb += [top.uart_rx.eq(uart.rx.i), uart.tx.o.eq(top.uart_tx)]
+        leds = Signal(len(self.top.leds))
+        m.submodules.top = Instance(
+            NETLIST_TOP, i_clk=ClockSignal(), i_rst=ResetSignal(), i_uart_rx=uart.rx.i,
+            o_uart_tx=uart.tx.o, i_uart_cycles_per_bit=self.divisor, o_leds=leds,
+            o_irq=Signal(len(self.top.irq)))
         for k, led in enumerate(self._leds(platform)):
-            m.d.comb += led.o.eq(top.leds[k])
+            m.d.comb += led.o.eq(leds[k])
         return m
 
     def _leds(self, platform):

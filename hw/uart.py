@@ -2,7 +2,9 @@
 
 One start bit (0), eight data bits least significant first, one stop bit (1), no parity, no
 flow control. Both halves count ``divisor`` clock cycles per bit (:func:`uart_divisor` turns a
-clock frequency and a baud rate into one).
+clock frequency and a baud rate into one). With ``settable``, the bit time is an input,
+``cycles_per_bit``, that starts at ``divisor`` and may be set lower: the same synthesized
+netlist then runs its line at a simulation's pace.
 
 The receiver passes its line through a 2-flop synchronizer, times the start bit from its
 falling edge, and samples every bit in its middle. A start bit that is high again at mid-bit
@@ -50,16 +52,22 @@ def uart_divisor(clk_freq, baud):
 class _Line(wiring.Component):
     """What both halves share: the bit time in clock cycles."""
 
-    def __init__(self, divisor):
+    def __init__(self, divisor, members, settable=False):
         if not isinstance(divisor, int) or divisor < MIN_DIVISOR:
             raise TypeError(f"Divisor must be an integer greater than or equal to "
                             f"{MIN_DIVISOR}, not {divisor!r}")
         self._divisor = divisor
-        super().__init__()
+        if settable:
+            members = {**members, "cycles_per_bit": In(range(divisor + 1), init=divisor)}
+        super().__init__(members)
 
     @property
     def divisor(self):
         return self._divisor
+
+    def _bit(self):
+        """The bit time: the constant, or the ``cycles_per_bit`` input."""
+        return getattr(self, "cycles_per_bit", self._divisor)
 
 
 class UARTTransmitter(_Line):
@@ -69,6 +77,8 @@ class UARTTransmitter(_Line):
     ----------
     divisor : int
         Clock cycles per bit (at least :data:`MIN_DIVISOR`).
+    settable : bool
+        Whether the bit time is the ``cycles_per_bit`` input (at most ``divisor``).
 
     Members
     -------
@@ -78,11 +88,13 @@ class UARTTransmitter(_Line):
         The line (idle high), from a flip-flop.
     """
 
-    sink: In(stream.Signature(8))
-    tx: Out(1, init=1)
+    def __init__(self, divisor, settable=False):
+        super().__init__(divisor, {"sink": In(stream.Signature(8)), "tx": Out(1, init=1)},
+                         settable)
 
     def elaborate(self, platform):
         m = Module()
+        bit = self._bit()
         timer = Signal(range(self._divisor))
         bits = Signal(range(10))        # bits still to put out after the current one
         shreg = Signal(9)               # data bits, then the stop bit
@@ -91,12 +103,12 @@ class UARTTransmitter(_Line):
             m.d.sync += timer.eq(timer - 1)
         with m.Elif(bits != 0):
             m.d.sync += [self.tx.eq(shreg[0]), shreg.eq(shreg >> 1), bits.eq(bits - 1),
-                         timer.eq(self._divisor - 1)]
+                         timer.eq(bit - 1)]
         with m.Else():
             m.d.comb += self.sink.ready.eq(1)
             with m.If(self.sink.valid):
                 m.d.sync += [self.tx.eq(0), shreg.eq(Cat(self.sink.payload, 1)), bits.eq(9),
-                             timer.eq(self._divisor - 1)]
+                             timer.eq(bit - 1)]
         return m
 
 
@@ -107,6 +119,8 @@ class UARTReceiver(_Line):
     ----------
     divisor : int
         Clock cycles per bit (at least :data:`MIN_DIVISOR`).
+    settable : bool
+        Whether the bit time is the ``cycles_per_bit`` input (at most ``divisor``).
 
     Members
     -------
@@ -120,13 +134,13 @@ class UARTReceiver(_Line):
         One-cycle pulse: a byte was dropped because ``source`` still held the previous one.
     """
 
-    rx: In(1, init=1)
-    source: Out(stream.Signature(8))
-    framing_error: Out(1)
-    overrun: Out(1)
+    def __init__(self, divisor, settable=False):
+        super().__init__(divisor, {"rx": In(1, init=1), "source": Out(stream.Signature(8)),
+                                   "framing_error": Out(1), "overrun": Out(1)}, settable)
 
     def elaborate(self, platform):
         m = Module()
+        bit = self._bit()
         line = Signal(init=1)
         m.submodules.sync = FFSynchronizer(self.rx, line, init=1)
         timer = Signal(range(self._divisor))
@@ -143,11 +157,11 @@ class UARTReceiver(_Line):
         with m.FSM():
             with m.State("Idle"):
                 with m.If(~line):
-                    m.d.sync += timer.eq(self._divisor // 2 - 1)
+                    m.d.sync += timer.eq((bit >> 1) - 1)
                     m.next = "Start"
             with m.State("Start"):
                 with m.If(timer == 0):
-                    m.d.sync += [timer.eq(self._divisor - 1), bits.eq(8)]
+                    m.d.sync += [timer.eq(bit - 1), bits.eq(8)]
                     with m.If(line):
                         m.next = "Idle"     # a glitch, not a start bit
                     with m.Else():
@@ -155,7 +169,7 @@ class UARTReceiver(_Line):
             with m.State("Data"):
                 with m.If(timer == 0):
                     m.d.sync += [shreg.eq(Cat(shreg[1:], line)), bits.eq(bits - 1),
-                                 timer.eq(self._divisor - 1)]
+                                 timer.eq(bit - 1)]
                     with m.If(bits == 1):
                         m.next = "Stop"
             with m.State("Stop"):

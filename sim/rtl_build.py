@@ -23,7 +23,8 @@ import time
 
 from amaranth.back import verilog
 
-__all__ = ["RtlBuild", "BuildError", "build", "get_build", "log_tail", "verilator_path", "TOPS"]
+__all__ = ["RtlBuild", "BuildError", "build", "build_verilog", "get_build", "log_tail",
+           "verilator_path", "TOPS"]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 #: The top levels the testbenches build: Verilog module name -> ("module:Component", whether
@@ -33,6 +34,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 TOPS = {
     "core_top": ("vdla.hw.core_top:CoreTop", True),
     "accelerator": ("vdla.hw.accelerator:Accelerator", False),
+    "board_top": ("vdla.hw.sim_board:sim_board_top", False),
 }
 _BUILDS = {}
 
@@ -133,17 +135,40 @@ def build(toplevel, name, config, build_dir="build", log_file=None, internals=Tr
 
 
 def _build(toplevel, name, config, out, log_file, internals):
+    text = verilog.convert(toplevel, name=name, emit_src=False)
+    source = out / f"{name}.v"
+    return _compile([source], name, out, text, internals, (), log_file,
+                    write=lambda: source.write_text(text))
+
+
+def build_verilog(sources, name, out, *, extra_args=(), internals=False, log_file=None,
+                  progress=None):
+    """Compile existing Verilog ``sources`` (paths; top module ``name``) with Verilator into
+    ``out``, once: the build is reused while the sources' contents, the arguments and the
+    make flags are unchanged. A synthesized netlist is built this way."""
+    out = pathlib.Path(out).resolve()
+    since = time.time()
+    digest = hashlib.sha256()
+    for path in sources:
+        digest.update(pathlib.Path(path).read_bytes())
+    with _heartbeat(progress, lambda: f"{name}: {build_stage(out, name, since, False)}"):
+        return _compile([pathlib.Path(p).resolve() for p in sources], name, out,
+                        digest.hexdigest(), internals, tuple(extra_args), log_file)
+
+
+def _compile(sources, name, out, text, internals, extra_args, log_file, write=None):
+    """Verilator build of ``sources`` into ``out`` unless one of the same ``text`` (the
+    sources or their digest), arguments and make flags is there; ``write`` first writes
+    the sources."""
     from cocotb_tools.runner import get_runner
 
-    text = verilog.convert(toplevel, name=name, emit_src=False)
-    args = list(BUILD_ARGS)
+    args = [*BUILD_ARGS, *extra_args]
     ports = out / "ports.vlt"
     if not internals:
         # Only the top level's ports stay visible (cocotb needs its root handle).
         args += ["--no-public-flat-rw", str(ports)]
     # The build is reused while the Verilog, the Verilator arguments and the make flags stay.
     digest = hashlib.sha256("\n".join([text, *args, MAKEFLAGS]).encode()).hexdigest()
-    source = out / f"{name}.v"
     stamp = out / "verilog.sha256"
     runner = get_runner("verilator")
 
@@ -152,20 +177,22 @@ def _build(toplevel, name, config, out, log_file, internals):
     if not reused:
         out.mkdir(parents=True, exist_ok=True)
         stamp.unlink(missing_ok=True)   # a half-finished build must not look reusable
-        source.write_text(text)
+        if write:
+            write()
         if not internals:
             ports.write_text(f'`verilator_config\npublic_flat_rw -module "{name}" -var "*"\n')
         with _environment(MAKEFLAGS=MAKEFLAGS, PATH=verilator_path()):
-            runner.build(sources=[source], hdl_toplevel=name, build_args=args,
+            runner.build(sources=sources, hdl_toplevel=name, build_args=args,
                          build_dir=out, always=True, log_file=log_file)
         stamp.write_text(digest)
-    return RtlBuild(runner=runner, toplevel=name, build_dir=out, verilog=source, reused=reused,
-                    build_seconds=time.perf_counter() - started)
+    return RtlBuild(runner=runner, toplevel=name, build_dir=out, verilog=sources[0],
+                    reused=reused, build_seconds=time.perf_counter() - started)
 
 
-def build_stage(out, name, since):
+def build_stage(out, name, since, converts=True):
     """What the build of ``name`` in ``out``, started at ``since`` (a ``time.time()``), is
-    doing now, judged by the files it has made since then."""
+    doing now, judged by the files it has made since then (``converts``: whether it begins
+    by converting a design to Verilog)."""
     def fresh(paths):
         made = set()
         for path in paths:
@@ -174,7 +201,7 @@ def build_stage(out, name, since):
                     made.add(path.stem)
         return made
     out = pathlib.Path(out)
-    if not fresh([out / f"{name}.v"]):
+    if converts and not fresh([out / f"{name}.v"]):
         return "converting the design to Verilog"
     if not fresh([out / "Vtop.mk"]):
         return "Verilator translating the Verilog to C++"

@@ -16,7 +16,7 @@ import numpy as np
 from vdla import isa
 from vdla.compiler.errors import CompileError
 from vdla.compiler.program import Allocation
-from vdla.config import ConfigError, get_config
+from vdla.config import Config, ConfigError, get_config
 
 from .driver import region_words
 from .host import quantize
@@ -327,12 +327,14 @@ def _event(file, number, table, config, specs):
 
 
 def load_scenario(path, config_name=None):
-    """Read, check and prepare the scenario at ``path`` (``config_name`` overrides the file's
-    ``config``); return a :class:`Scenario`."""
+    """Read, check and prepare the scenario at ``path`` (``config_name``, a name or a
+    :class:`~vdla.config.Config`, overrides the file's ``config``); return a
+    :class:`Scenario`."""
     path = pathlib.Path(path)
     top = _Table(path, "", _read_toml(path), _TOP_KEYS)
     try:
-        config = get_config(config_name or top.get("config", str, "small"))
+        config = (config_name if isinstance(config_name, Config) else
+                  get_config(config_name or top.get("config", str, "small")))
     except ConfigError as error:
         top.fail("config", str(error))
     tables = top.get("tenant", list)

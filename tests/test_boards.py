@@ -63,10 +63,15 @@ def test_board_design_elaborates_on_its_platform():
     assert "set_io uart_0__rx__io 6" in pins and "set_io uart_0__tx__io 9" in pins
     assert "set_io led_0__io 11" in pins and "set_io led_1__io 37" in pins
     assert design.divisor == 8      # 3 Mbaud at 24 MHz
+    # The board top is its own module with its signature's ports, as the netlist check needs.
+    board_top = plan.files["vdla_board_top.il"]
+    assert "module \\vdla_board_top" in board_top
+    for port in ("clk", "rst", "uart_rx", "uart_tx", "uart_cycles_per_bit", "leds", "irq"):
+        assert f" \\{port}\n" in board_top
 
 
 _STAT = """
-=== top.top.accelerator.core0.load ===
+=== vdla_board_top.accelerator.core0.load ===
 
         +----------Local Count, excluding submodules.
         | 
@@ -76,9 +81,9 @@ _STAT = """
        10   SB_LUT4
         2   SB_DFF
         1 submodules
-        1   top.top.accelerator.core0.load.check
+        1   vdla_board_top.accelerator.core0.load.check
 
-=== top.top.accelerator.core0.load.check ===
+=== vdla_board_top.accelerator.core0.load.check ===
 
         +----------Local Count, excluding submodules.
         | 
@@ -86,7 +91,7 @@ _STAT = """
         5   SB_LUT4
         3   $scopeinfo
 
-=== top.top.bridge ===
+=== vdla_board_top.bridge ===
 
         8 cells
         7   SB_LUT4
@@ -105,7 +110,7 @@ _STAT = """
 
 def test_breakdown_adds_modules_into_their_blocks():
     modules = breakdown.parse_stat(_STAT)
-    assert modules["top.top.accelerator.core0.load.check"] == {"SB_LUT4": 5}
+    assert modules["vdla_board_top.accelerator.core0.load.check"] == {"SB_LUT4": 5}
     blocks = {}
     for module, cells in modules.items():
         block = blocks.setdefault(breakdown.block_of(module, depth=3), {})

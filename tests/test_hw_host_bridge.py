@@ -76,14 +76,18 @@ class RegFileModel:
 
 class UartTop(wiring.Component):
     """Host-side UART PHYs looped onto the bridge's PHYs: host_tx -> phy_rx -> bridge ->
-    phy_tx -> host_rx. With ``bang_en`` the testbench drives the bridge's rx line itself."""
+    phy_tx -> host_rx. With ``bang_en`` the testbench drives the bridge's rx line itself.
+    With ``built``, the bridge's PHYs are built for that (longer) bit time and set to
+    ``divisor`` through their ``cycles_per_bit`` inputs."""
 
     bang: In(1, init=1)
     bang_en: In(1)
 
-    def __init__(self, divisor):
+    def __init__(self, divisor, built=None):
         self.host_tx, self.host_rx = UARTTransmitter(divisor), UARTReceiver(divisor)
-        self.phy_rx, self.phy_tx = UARTReceiver(divisor), UARTTransmitter(divisor)
+        self.phy_rx = UARTReceiver(built or divisor, settable=bool(built))
+        self.phy_tx = UARTTransmitter(built or divisor, settable=bool(built))
+        self._divisor, self._built = divisor, built
         self.bridge = HostBridge(CONFIG, timeout=40 * divisor)
         super().__init__()
 
@@ -95,6 +99,9 @@ class UartTop(wiring.Component):
         wiring.connect(m, self.bridge.tx, self.phy_tx.sink)
         m.d.comb += [self.phy_rx.rx.eq(Mux(self.bang_en, self.bang, self.host_tx.tx)),
                      self.host_rx.rx.eq(self.phy_tx.tx)]
+        if self._built:
+            m.d.comb += [self.phy_rx.cycles_per_bit.eq(self._divisor),
+                         self.phy_tx.cycles_per_bit.eq(self._divisor)]
         return m
 
 
@@ -312,14 +319,17 @@ def test_partial_frame_is_dropped_after_idle_timeout():
     run_bridge(bench)
 
 
-def test_uart_loopback_info_registers_and_memory():
+@pytest.mark.parametrize("built", [None, 33])
+def test_uart_loopback_info_registers_and_memory(built):
+    """Through the line; also with the bridge's PHYs built for 33 cycles a bit (100 MHz at
+    3 Mbaud) and set to the host's shorter bit time, as the netlist check runs them."""
     async def bench(ctx, link, regs, ram):
         assert await link.call(Command.INFO) == host_link.info_words(CONFIG)
         assert await link.call(Command.WRITE_REG, 0x180, words=[0x5A5A_A5A5, 3]) == []
         assert await link.call(Command.READ_REG, 0x180, count=2) == [0x5A5A_A5A5, 3]
         assert await link.call(Command.WRITE_MEM, 0x100, words=[9, 0x5A]) == []
         assert await link.call(Command.READ_MEM, 0x100, count=2) == [9, 0x5A]
-    run_bridge(bench, top=UartTop(DIVISOR))
+    run_bridge(bench, top=UartTop(DIVISOR, built))
 
 
 def test_uart_bad_stop_bit_drops_the_byte():
