@@ -18,6 +18,7 @@ import time
 
 from vdla.sim import rtl_build
 from vdla.sim.rtl_scenario import RtlScenarioError, run_scenario_rtl
+from vdla.sim.scenario import ScenarioError
 from vdla.sim.scenario_file import load_scenario
 
 from .board import NETLIST_TOP
@@ -56,13 +57,17 @@ def check(board, config, out, *, ram_bytes=None, progress=print):
     """Run :data:`MODEL` on the netlist in ``out`` (a :mod:`.synth` build of ``board`` for
     ``config``); return a summary dict. Raises :class:`CheckError`."""
     started = time.monotonic()
-    rtl = build_model(out, board.family, progress)
-    built = time.monotonic() - started
+    # The model must compile for the configuration before anything is built.
     path = pathlib.Path(out) / "netlist-check.toml"
     path.write_text(f'description = "the digits CNN on the synthesized netlist"\n\n'
                     f'[[tenant]]\nname = "digits"\nmodel = "{MODEL.as_posix()}"\n'
                     f'cores = 1\ninferences = {INFERENCES}\nseed = 5\n')
-    scenario = load_scenario(path, config)
+    try:
+        scenario = load_scenario(path, config)
+    except ScenarioError as error:
+        raise CheckError(f"the check's model does not run on {config.name}: {error}") from None
+    rtl = build_model(out, board.family, progress)
+    built = time.monotonic() - started
     try:
         report = run_scenario_rtl(scenario, top="board_top", rtl=rtl,
                                   ram_bytes=ram_bytes or board.ram_bytes,

@@ -5,9 +5,13 @@ board's configuration with the YoWASP tools into ``build/synth/<board>/``:
 
 1. the PLL from the FPGA family's calculator (:mod:`.pll`);
 2. the platform's own build files (amaranth-boards: pin constraints, I/O buffers), and Yosys
-   once;
-3. nextpnr once per seed (``--seeds``), each with its own ``--report``;
-4. the bitstream packed from the best seed's placement.
+   once, writing the board top's netlist (``netlist.v``) on the way;
+3. nextpnr's packer alone, which says whether the design fits; if it does not, the blocks
+   that take the space are reported (:mod:`.breakdown`) instead of a placement attempted;
+4. the netlist check (:mod:`.netlist_check`): the synthesized netlist runs the digits CNN
+   bit-exact with the golden model, or the build fails;
+5. nextpnr once per seed (``--seeds``), each with its own ``--report``;
+6. the bitstream packed from the best seed's placement.
 
 The report (``report.json`` and ``report.md``) gives the resources used, the Fmax nextpnr
 reports for every clock, the peak int8 GOPS at the clock the PLL makes, and every seed's
@@ -116,22 +120,29 @@ def build(board, config, out, *, freq=None, seeds=(1,), ram_bytes=None, check=Tr
 
     seconds = {"yosys": run_tool("yosys", [yosys, "-q", "-l", "top.rpt", "top.ys"],
                                  out / "yosys.stdout", env, progress, out / "top.rpt")}
+    # Packing alone says whether the design fits, in a minute rather than a failed placement.
+    try:
+        seconds["pack_check"] = run_tool("nextpnr pack", [
+            placer, *device, "--pack-only", "--log", "nextpnr-pack.log"],
+            out / "nextpnr-pack.stdout", env, progress, out / "nextpnr-pack.log")
+        failed = None
+    except ToolError as error:
+        failed = error
+    packed = parse_nextpnr((out / "nextpnr-pack.log").read_text(errors="replace"))
+    over = {cell: [used, avail] for cell, (used, avail) in packed["utilisation"].items()
+            if used > avail}
+    if failed and not over:
+        raise failed
     checked = _check_netlist(board, config, out, ram_bytes, progress) if check else None
+    if over:
+        _report_overflow(board, config, out, plan, over, packed, env, progress, checked)
     seeds_report = {}
     for seed in seeds:
         log, report = f"nextpnr-{seed}.log", f"nextpnr-{seed}.json"
-        try:
-            seconds[f"nextpnr_seed{seed}"] = run_tool(f"nextpnr seed {seed}", [
-                placer, *device, placed_option, f"top-{seed}.{placed_ext}", "--seed",
-                str(seed), "--timing-allow-fail", "--report", report, "--log", log],
-                out / f"nextpnr-{seed}.stdout", env, progress, out / log)
-        except ToolError:
-            figures = parse_nextpnr((out / log).read_text(errors="replace"))
-            over = {cell: [used, avail] for cell, (used, avail) in
-                    figures["utilisation"].items() if used > avail}
-            if not over:
-                raise
-            _report_overflow(board, config, out, plan, over, figures, env, progress, checked)
+        seconds[f"nextpnr_seed{seed}"] = run_tool(f"nextpnr seed {seed}", [
+            placer, *device, placed_option, f"top-{seed}.{placed_ext}", "--seed",
+            str(seed), "--timing-allow-fail", "--report", report, "--log", log],
+            out / f"nextpnr-{seed}.stdout", env, progress, out / log)
         figures = parse_nextpnr((out / log).read_text(errors="replace"),
                                 json.loads((out / report).read_text()))
         seeds_report[seed] = figures

@@ -126,10 +126,12 @@ CONFIGS = {
     "ulx3s": Config(name="ulx3s", cores=4, tenants=4, icp=8, ocp=8,
                     ibuf_depth=2048, wbuf_depth=256, pbuf_depth=256, obuf_depth=512,
                     imem_depth=4096),
-    # iCEBreaker (iCE40UP5K): one core on its 8 DSPs, 8 inputs x 1 output channel per cycle.
+    # iCEBreaker (iCE40UP5K): one core on its 8 DSPs, 8 inputs x 1 output channel per cycle;
+    # the smallest buffers and instruction memory that run the digits CNN (its 3x3 conv of
+    # 16 to 32 channels needs 18 WBUF entries; its program, 524 instruction words).
     "icebreaker": Config(name="icebreaker", cores=1, tenants=2, icp=8, ocp=1,
-                         ibuf_depth=256, wbuf_depth=16, pbuf_depth=32, obuf_depth=128,
-                         imem_depth=512, clock_mhz=24.0),
+                         ibuf_depth=256, wbuf_depth=32, pbuf_depth=32, obuf_depth=128,
+                         imem_depth=1024, clock_mhz=24.0),
     # Data-centre card for the studies at scale (16 cores, as the reference design's pool).
     "u200": Config(name="u200", cores=16, tenants=4, icp=8, ocp=8,
                    ibuf_depth=8192, wbuf_depth=1024, pbuf_depth=1024, obuf_depth=4096,
