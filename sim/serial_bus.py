@@ -227,6 +227,12 @@ class SerialBus(Bus):
             if status & mask or (until is not None and self.now() >= until):
                 return status
             if until is None and not await self._running(mask):
+                # A tenant may have finished between the two reads: the gateware drops
+                # STATUS.running and raises its IRQ_STATUS bit on the same edge, so a read
+                # after seeing it stopped tells the two apart.
+                status = await self.read_reg(_IRQ_STATUS)
+                if status & mask:
+                    return status
                 raise BusError(f"waiting for interrupt mask 0x{mask:x}, but none of its "
                                f"tenants is running")
             await self.transport.pause()

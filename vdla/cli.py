@@ -1,7 +1,8 @@
 """The ``vdla`` command line: compile, quantize, link, disassemble, inspect and run models.
 
-Every user error is reported as one line on stderr with exit status 2; ``--help`` works on
-every command.
+``run`` and ``sim`` run on the instruction-set simulator, on the RTL in Verilator, or
+(``--port``) on a board's accelerator through its UART host bridge. Every user error is
+reported as one line on stderr with exit status 2; ``--help`` works on every command.
 """
 
 import argparse
@@ -121,10 +122,35 @@ def cmd_info(args):
     return 0
 
 
+def _board(args, config):
+    """The board ``--port`` reaches (``--board``, or the one of ``config``); None without
+    ``--port``."""
+    if args.port is None:
+        for option in ("board", "baud"):
+            if getattr(args, option) is not None:
+                raise UserError(f"--{option} needs --port")
+        return None
+    if args.backend == "rtl":
+        raise UserError("--port and --backend rtl exclude each other: --port runs on the "
+                        "board at the port, --backend rtl on the RTL in Verilator")
+    if args.baud is not None and args.baud <= 0:
+        raise UserError(f"--baud must be positive, not {args.baud}")
+    from .sim.board_host import BoardError, find_board
+    try:
+        return find_board(config, args.board)
+    except BoardError as error:
+        raise UserError(str(error)) from None
+
+
+def _progress(line):
+    print(line, file=sys.stderr, flush=True)
+
+
 def cmd_run(args):
     import numpy as np
     from .sim.host import HostError, run_program
     program, config = _read_program(args.ifp, args.config)
+    board = _board(args, config)
     if args.backend == "rtl" and args.cores != 1:
         raise UserError(f"--backend rtl simulates one core (the single-core top): use "
                         f"--cores 1, not {args.cores}")
@@ -139,9 +165,18 @@ def cmd_run(args):
         raise UserError(f"{args.input}: shape {x.shape} does not match the model input "
                         f"{program.inputs[0]} {shape} (a batch of any size is accepted)")
     samples = [{tensor.name: sample[None]} for sample in x]
-    detail = ""
+    detail, backend = "", args.backend
     try:
-        if args.backend == "rtl":
+        if board is not None:
+            from .sim.board_host import BoardError, run_program_on_board
+            backend = f"board {board.name} on {args.port}"
+            try:
+                results = run_program_on_board(program, config, samples, args.port, board,
+                                               baud=args.baud, cores=args.cores,
+                                               log=_progress)
+            except BoardError as error:
+                raise UserError(str(error)) from None
+        elif args.backend == "rtl":
             # Every sample in one simulator launch (the launch dominates a small inference).
             from .sim.rtl_host import run_program_rtl
             runs = []
@@ -155,7 +190,7 @@ def cmd_run(args):
     y = np.concatenate([r[program.outputs[0]] for r in results], axis=0)
     np.save(args.output, y)
     print(f"{args.output}: {y.shape} float32 from {len(x)} inference(s) on {args.cores} "
-          f"core(s), backend {args.backend}{detail}")
+          f"core(s), backend {backend}{detail}")
     return 0
 
 
@@ -166,7 +201,17 @@ def cmd_sim(args):
                                write_report)
     try:
         scenario = load_scenario(args.scenario, args.config)
-        if args.backend == "rtl":
+        board = _board(args, scenario.config)
+        if board is not None:
+            from .sim.board_host import BoardError, run_scenario_on_board
+            try:
+                report = run_scenario_on_board(scenario, args.port, board, baud=args.baud,
+                                               log=_progress)
+            except BoardError as error:
+                raise UserError(str(error)) from None
+            if args.report:
+                write_report(report, args.report)
+        elif args.backend == "rtl":
             try:
                 from .sim.rtl_scenario import run_scenario_rtl
             except ModuleNotFoundError as error:
@@ -242,6 +287,7 @@ def build_parser():
                    help="iss: instruction-set simulator (golden model); rtl: the gateware "
                         "of one core on Verilator (builds it once, under build/rtl/)")
     p.add_argument("--config", help="configuration (default: the IFP's)")
+    _board_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("sim", help="run a multi-tenant scenario (TOML) and check it against "
@@ -252,8 +298,20 @@ def build_parser():
                         "multi-tenant gateware on Verilator")
     p.add_argument("--report", help="JSON report to write")
     p.add_argument("--config", help="configuration (default: the scenario's)")
+    _board_options(p)
     p.set_defaults(func=cmd_sim)
     return parser
+
+
+def _board_options(p):
+    """``--port``, ``--board`` and ``--baud`` of the commands that run on a board."""
+    g = p.add_argument_group("on a board", "run on the accelerator of a board (or of the "
+                                           "virtual board, python -m vdla.sim.virtual_board) "
+                                           "through its UART host bridge")
+    g.add_argument("--port", metavar="DEV", help="its serial port, e.g. /dev/ttyUSB0")
+    g.add_argument("--board", metavar="NAME",
+                   help="which board (default: the one of the configuration)")
+    g.add_argument("--baud", type=int, metavar="N", help="bit rate (default: the board's)")
 
 
 def main(argv=None):
