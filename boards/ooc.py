@@ -225,8 +225,8 @@ def main(argv=None):
         config = get_config(args.config)
         result = run(config, args.top, args.multipliers, args.post_multipliers, args.freq,
                      args.out, args.seed, args.keep, args.router, progress)
-    except (ConfigError, ToolError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ConfigError, ToolError, ValueError) as error:   # ValueError: a multiplier kind
+        print(f"error: {error}", file=sys.stderr)             # that does not fit its products
         return 1 if type(error) is ToolError else 2
     print(summary(result))
     return 0

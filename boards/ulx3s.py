@@ -15,10 +15,11 @@ def dsp_budget(config, blocks=MULT18X18D):
     """Per core, which multipliers go to DSP blocks: Yosys packs one int8 product per block
     (TOOLCHAIN.md), so ``icp * ocp`` for a PE array and two per output lane for
     post-processing. Cores take blocks in order while they last; the rest build theirs in
-    LUTs."""
+    LUTs: PE arrays on the carry chain ("carry", about half the LUTs of "lut"),
+    post-processing's wider products as "lut"."""
     plan, left = [], blocks
     for _ in range(config.cores):
-        pe = "dsp" if left >= config.icp * config.ocp else "lut"
+        pe = "dsp" if left >= config.icp * config.ocp else "carry"
         left -= config.icp * config.ocp if pe == "dsp" else 0
         post = "dsp" if left >= 2 * config.ocp else "lut"
         left -= 2 * config.ocp if post == "dsp" else 0

@@ -36,7 +36,7 @@ def test_ulx3s_dsp_budget():
     plan = dsp_budget(config)
     used = sum(config.icp * config.ocp * (pe == "dsp") + 2 * config.ocp * (post == "dsp")
                for pe, post in plan)
-    assert plan == [("dsp", "dsp"), ("dsp", "lut"), ("lut", "lut"), ("lut", "lut")]
+    assert plan == [("dsp", "dsp"), ("dsp", "lut"), ("carry", "lut"), ("carry", "lut")]
     assert used <= MULT18X18D
     assert dsp_budget(config.replace(cores=1)) == [("dsp", "dsp")]
 

