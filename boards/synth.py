@@ -7,10 +7,11 @@ board's configuration with the YoWASP tools into ``build/synth/<board>/``:
 2. the platform's own build files (amaranth-boards: pin constraints, I/O buffers), and Yosys
    once, writing the board top's netlist (``netlist.v``) on the way;
 3. nextpnr's packer alone, which says whether the design fits; if it does not, the blocks
-   that take the space are reported (:mod:`.breakdown`) instead of a placement attempted;
+   that take the space are reported (:mod:`.breakdown`), and nothing more is done;
 4. the netlist check (:mod:`.netlist_check`): the synthesized netlist runs the digits CNN
    bit-exact with the golden model, or the build fails;
-5. nextpnr once per seed (``--seeds``), each with its own ``--report``;
+5. nextpnr once per seed (``--seeds``), each with its own ``--report`` (router2: router1
+   took 580 s to route the one-core smoke test's design, which router2 routes in a fraction);
 6. the bitstream packed from the best seed's placement.
 
 The report (``report.json`` and ``report.md``) gives the resources used, the Fmax nextpnr
@@ -133,15 +134,18 @@ def build(board, config, out, *, freq=None, seeds=(1,), ram_bytes=None, check=Tr
             if used > avail}
     if failed and not over:
         raise failed
-    checked = _check_netlist(board, config, out, ram_bytes, progress) if check else None
+    # A design that cannot be placed is reported at once: the check's gate-level simulation
+    # takes long.
     if over:
-        _report_overflow(board, config, out, plan, over, packed, env, progress, checked)
+        _report_overflow(board, config, out, plan, over, packed, env, progress, None)
+    checked = _check_netlist(board, config, out, ram_bytes, progress) if check else None
     seeds_report = {}
     for seed in seeds:
         log, report = f"nextpnr-{seed}.log", f"nextpnr-{seed}.json"
         seconds[f"nextpnr_seed{seed}"] = run_tool(f"nextpnr seed {seed}", [
             placer, *device, placed_option, f"top-{seed}.{placed_ext}", "--seed",
-            str(seed), "--timing-allow-fail", "--report", report, "--log", log],
+            str(seed), "--router", "router2", "--timing-allow-fail", "--report", report,
+            "--log", log],
             out / f"nextpnr-{seed}.stdout", env, progress, out / log)
         figures = parse_nextpnr((out / log).read_text(errors="replace"),
                                 json.loads((out / report).read_text()))
@@ -220,7 +224,7 @@ def _report_overflow(board, config, out, plan, over, figures, env, progress, che
 
 def _checked(summary):
     if not summary:
-        return "not run"
+        return "not run (`--no-check`, or the design does not fit)"
     return (f"{summary['exact']}/{summary['inferences']} inference(s) of {summary['model']} "
             f"bit-exact with the golden model on the synthesized netlist "
             f"({summary['sim_cycles']} cycles simulated)")

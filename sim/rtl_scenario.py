@@ -50,6 +50,7 @@ def run_scenario_rtl(scenario, report_path=None, *, dram_dump=False, keep_output
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     if top not in TEST_MODULES:
         raise RtlScenarioError(f"unknown top level {top!r}; known: {', '.join(TEST_MODULES)}")
+    given = rtl
     try:
         rtl = rtl or get_build(scenario.config, top, build_dir)
     except BuildError as error:
@@ -63,7 +64,8 @@ def run_scenario_rtl(scenario, report_path=None, *, dram_dump=False, keep_output
     with open(work / "scenario.pkl", "wb") as f:
         pickle.dump(scenario, f)
     sim_log = work / "sim.log"
-    on = "the RTL" if top == TOPLEVEL else f"the RTL {top}"
+    on = ("the RTL" if top == TOPLEVEL else f"the RTL {top}") if given is None else \
+        f"the build in {given.build_dir}"
     log(f"simulating {scenario.path} on {on} of configuration {scenario.config.name} "
         f"(log: {sim_log})")
     try:
