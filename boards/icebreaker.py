@@ -12,8 +12,10 @@ BOARD = Board(
     # The UP5K's PLL can only be driven from the clock pin itself (SB_PLL40_PAD).
     clock="clk12", clock_direct=True, reset="button",
     baud=3_000_000,
-    # Block RAM (EBR) is 15 KB; the 128 KB of SPRAM is the way to larger models.
-    ram_bytes=4 * 1024,
+    # What the digits CNN's tenant needs (24 KiB). The UP5K's 15 KB of block RAM cannot hold
+    # it next to the core's buffers: its 128 KB of single-port SPRAM is where it belongs, once
+    # the on-chip RAM can be built on it.
+    ram_bytes=32 * 1024,
     # -dsp: products into the SB_MAC16s (Yosys leaves them in LUTs otherwise).
     multipliers=lambda config: [("infer", "infer")] * config.cores,
     synth_opts="-dsp", programmer=("-b", "ice40_generic"), bitstream="bin")

@@ -142,7 +142,7 @@ def _build(toplevel, name, config, out, log_file, internals):
 
 
 def build_verilog(sources, name, out, *, extra_args=(), internals=False, log_file=None,
-                  progress=None):
+                  progress=None, makeflags=MAKEFLAGS):
     """Compile existing Verilog ``sources`` (paths; top module ``name``) with Verilator into
     ``out``, once: the build is reused while the sources' contents, the arguments and the
     make flags are unchanged. A synthesized netlist is built this way."""
@@ -153,10 +153,12 @@ def build_verilog(sources, name, out, *, extra_args=(), internals=False, log_fil
         digest.update(pathlib.Path(path).read_bytes())
     with _heartbeat(progress, lambda: f"{name}: {build_stage(out, name, since, False)}"):
         return _compile([pathlib.Path(p).resolve() for p in sources], name, out,
-                        digest.hexdigest(), internals, tuple(extra_args), log_file)
+                        digest.hexdigest(), internals, tuple(extra_args), log_file,
+                        makeflags=makeflags)
 
 
-def _compile(sources, name, out, text, internals, extra_args, log_file, write=None):
+def _compile(sources, name, out, text, internals, extra_args, log_file, write=None,
+             makeflags=MAKEFLAGS):
     """Verilator build of ``sources`` into ``out`` unless one of the same ``text`` (the
     sources or their digest), arguments and make flags is there; ``write`` first writes
     the sources."""
@@ -168,7 +170,7 @@ def _compile(sources, name, out, text, internals, extra_args, log_file, write=No
         # Only the top level's ports stay visible (cocotb needs its root handle).
         args += ["--no-public-flat-rw", str(ports)]
     # The build is reused while the Verilog, the Verilator arguments and the make flags stay.
-    digest = hashlib.sha256("\n".join([text, *args, MAKEFLAGS]).encode()).hexdigest()
+    digest = hashlib.sha256("\n".join([text, *args, makeflags]).encode()).hexdigest()
     stamp = out / "verilog.sha256"
     runner = get_runner("verilator")
 
@@ -181,7 +183,7 @@ def _compile(sources, name, out, text, internals, extra_args, log_file, write=No
             write()
         if not internals:
             ports.write_text(f'`verilator_config\npublic_flat_rw -module "{name}" -var "*"\n')
-        with _environment(MAKEFLAGS=MAKEFLAGS, PATH=verilator_path()):
+        with _environment(MAKEFLAGS=makeflags, PATH=verilator_path()):
             runner.build(sources=sources, hdl_toplevel=name, build_args=args,
                          build_dir=out, always=True, log_file=log_file)
         stamp.write_text(digest)
