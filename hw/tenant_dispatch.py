@@ -90,21 +90,28 @@ class TenantDispatch(wiring.Component):
         for t in range(tenants):
             self._tenant(m, t, masks, running, starting, pulses)
 
+        # Settings of the tenant that starts (one start per cycle at most: starts are
+        # register writes), chosen once for all cores: each core's registers then only load
+        # them (a clock enable), where a choice per core cost four times the multiplexers.
+        chosen = {name: Signal.like(getattr(self.tenants[0], name), name=f"start_{name}")
+                  for name in ("prog_base", "prog_size", "seg_base", "seg_size", "core_mask")}
+        for t, port in enumerate(self.tenants):
+            with m.If(starting[t]):
+                m.d.comb += [value.eq(getattr(port, name)) for name, value in chosen.items()]
+        any_start = Cat(*starting).any()
+        vcount = sum(chosen["core_mask"][k] for k in range(n))
         for c, link in enumerate(cores):
             for name, per_tenant in pulses.items():
                 m.d.comb += getattr(link, name).eq(
                     Cat(p & masks[t][c] for t, p in enumerate(per_tenant)).any())
-            # Settings of the tenant starting on this core (one start per cycle at most:
-            # starts are register writes).
-            for t, port in enumerate(self.tenants):
-                with m.If(starting[t] & port.core_mask[c]):
-                    below = port.core_mask[:c] if c else Const(0, 1)
-                    m.d.sync += [
-                        link.prog_base.eq(port.prog_base), link.prog_size.eq(port.prog_size),
-                        link.seg_base.eq(port.seg_base), link.seg_size.eq(port.seg_size),
-                        link.vcore.eq(sum(below[k] for k in range(len(below)))),
-                        link.vcount.eq(sum(port.core_mask[k] for k in range(n))),
-                    ]
+            with m.If(any_start & chosen["core_mask"][c]):
+                below = chosen["core_mask"][:c] if c else Const(0, 1)
+                m.d.sync += [
+                    link.prog_base.eq(chosen["prog_base"]), link.prog_size.eq(chosen["prog_size"]),
+                    link.seg_base.eq(chosen["seg_base"]), link.seg_size.eq(chosen["seg_size"]),
+                    link.vcore.eq(sum(below[k] for k in range(len(below)))),
+                    link.vcount.eq(vcount),
+                ]
         return m
 
     def _tenant(self, m, t, masks, running, starting, pulses):
