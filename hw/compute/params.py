@@ -6,10 +6,15 @@ gives one entry per cycle. The parameters depend only on the block, so the cache
 releases a bank when the last result of its block has taken its parameters. Results wait
 (back-pressure) only when a block is shorter than the ``CB + 1`` cycles its parameters take
 to load.
+
+Each output lane keeps its entries of both banks in a small memory read asynchronously (LUT
+RAM on ECP5): as registers, the ``2 * CB`` entries and the multiplexers choosing among them
+took 2.1k flip-flops and 1.1k LUT4s of an 8 x 8 core.
 """
 
-from amaranth.hdl import Cat, Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from vdla import isa
@@ -19,6 +24,28 @@ from .layouts import Tag
 from .postproc import PostProcess
 
 __all__ = ["ParamCache"]
+
+
+def _stored_layout():
+    """What a bank keeps of a PBUF entry: every field but ``reserved``."""
+    layout = data.Layout.cast(isa.PostParams)
+    return data.StructLayout({name: field.shape for name, field in layout
+                              if name != "reserved"})
+
+
+_STORED = _stored_layout()
+
+
+def _store(entry):
+    """The kept fields of a PBUF entry (a view of :data:`_STORED`'s bits)."""
+    return Cat(*[Value.cast(getattr(entry, name)) for name, _ in _STORED])
+
+
+def _load(bits):
+    """A full PostParams from kept fields (``reserved`` zero)."""
+    stored = data.View(_STORED, bits)
+    return Cat(*[Value.cast(getattr(stored, name)) if name != "reserved"
+                 else Const(0, field.shape) for name, field in data.Layout.cast(isa.PostParams)])
 
 
 class ParamCache(wiring.Component):
@@ -57,8 +84,11 @@ class ParamCache(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cb, ocp, passes = self._cb, self._ocp, self._passes
-        banks = [Signal(data.ArrayLayout(isa.PostParams, cb), name=f"bank{k}", reset_less=True)
-                 for k in range(2)]
+        # Lane ``o``'s memory: entry ``k * passes + q`` holds bank ``k``'s PBUF entry
+        # ``q * OCP + o``.
+        banks = [Memory(shape=_STORED, depth=2 * passes, init=[]) for _ in range(ocp)]
+        for lane, bank in enumerate(banks):
+            m.submodules[f"bank_lane{lane}"] = bank
         ready = [Signal(name=f"bank{k}_ready") for k in range(2)]
         cur = Signal()          # bank of the block whose results come next
 
@@ -78,16 +108,33 @@ class ParamCache(wiring.Component):
             with m.If(idx == cb - 1):
                 m.d.sync += [idx.eq(0), blk.eq(blk + 1)]
 
+        # The entry being read, as a lane and a pass (idx = pass * OCP + lane).
+        lane_i = Signal(range(ocp))
+        pass_i = Signal(range(passes))
+        with m.If(read):
+            m.d.sync += lane_i.eq(lane_i + 1)
+            with m.If(lane_i == ocp - 1):
+                m.d.sync += [lane_i.eq(0), pass_i.eq(pass_i + 1)]
+                with m.If(pass_i == passes - 1):
+                    m.d.sync += pass_i.eq(0)
+
         got = Signal()
         got_idx = Signal(range(cb))
+        got_lane = Signal(range(ocp))
+        got_addr = Signal(range(2 * passes))
         got_bank = Signal()
-        m.d.sync += [got.eq(read), got_idx.eq(idx), got_bank.eq(blk[0])]
+        m.d.sync += [got.eq(read), got_idx.eq(idx), got_bank.eq(blk[0]), got_lane.eq(lane_i),
+                     got_addr.eq(Mux(blk[0], passes, 0) + pass_i)]
+        entry = Signal(isa.PostParams)
+        m.d.comb += entry.eq(self.pbuf.data)
+        for lane, bank in enumerate(banks):
+            port = bank.write_port()
+            m.d.comb += [port.addr.eq(got_addr), port.en.eq(got & (got_lane == lane)),
+                         port.data.eq(_store(entry))]
         with m.If(got):
             for k in range(2):
-                with m.If(got_bank == k):
-                    m.d.sync += banks[k][got_idx].eq(self.pbuf.data)
-                    with m.If(got_idx == cb - 1):
-                        m.d.sync += ready[k].eq(1)
+                with m.If((got_bank == k) & (got_idx == cb - 1)):
+                    m.d.sync += ready[k].eq(1)
 
         # Results pass once their block's bank is loaded; a block's last result releases it.
         sink, source = self.sink, self.source
@@ -107,15 +154,15 @@ class ParamCache(wiring.Component):
                     m.d.sync += ready[k].eq(0)
 
         p_bits = (passes - 1).bit_length()
-        select = Cat(sink.payload.tag.p[:p_bits], cur)
-        for lane in range(ocp):
-            with m.Switch(select):
-                for k in range(2):
-                    for q in range(passes):
-                        with m.Case(q | k << p_bits):
-                            m.d.comb += source.payload.params[lane].eq(banks[k][q * ocp + lane])
+        select = Signal(range(2 * passes))
+        m.d.comb += select.eq(Mux(cur, passes, 0) + sink.payload.tag.p[:p_bits])
+        for lane, bank in enumerate(banks):
+            port = bank.read_port(domain="comb")
+            m.d.comb += [port.addr.eq(select),
+                         source.payload.params[lane].eq(_load(port.data))]
 
         with m.If(self.start):
             m.d.sync += [active.eq(self.load), blk.eq(0), idx.eq(0), addr.eq(self.pbuf_addr),
+                         lane_i.eq(0), pass_i.eq(0),
                          cur.eq(0), ready[0].eq(0), ready[1].eq(0)]
         return m
