@@ -86,11 +86,13 @@ docs: $(STAMP)
 sim: $(STAMP)
 	$(BIN)/python -m pytest -q -m rtl $(PYTEST_ARGS)
 
-# BOARD=ulx3s|icebreaker; SEEDS=1,2,3 tries several placements and keeps the best.
+# BOARD=ulx3s|icebreaker; SEEDS=1,2,3 tries several placements and keeps the best;
+# MEMORY=sdram|bram: where the DRAM is (default: the board's; the ULX3S's is its SDRAM).
 BOARD ?= ulx3s
 SEEDS ?= 1
+MEMORY ?=
 synth: $(STAMP)
-	$(BIN)/python -m vdla.boards.synth --board $(BOARD) --seeds $(SEEDS)
+	$(BIN)/python -m vdla.boards.synth --board $(BOARD) --seeds $(SEEDS) $(if $(MEMORY),--memory $(MEMORY))
 
 program: $(STAMP)
 	$(BIN)/python -m vdla.boards.program --board $(BOARD)

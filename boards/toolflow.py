@@ -73,6 +73,7 @@ def parse_nextpnr(log_text, report=None):
     """Figures of one nextpnr-ecp5 run from its log (and ``--report`` JSON when given).
 
     Returns a dict with ``fmax_mhz`` (of the worst clock), ``clocks`` (each clock's),
+    ``targets`` (each clock's constraint, from the report),
     ``utilisation`` (cell type -> ``[used, available]``) and ``critical_path`` (the report's
     lines, net names included).
     """
@@ -81,8 +82,11 @@ def parse_nextpnr(log_text, report=None):
     fmax = {clock: float(mhz) for clock, mhz in fmax.items()}
     util = {cell: [int(used), int(avail)] for cell, used, avail in
             re.findall(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", log_text)}
+    targets = {}
     if report:
         fmax.update({clock: c["achieved"] for clock, c in report.get("fmax", {}).items()})
+        targets = {clock: c["constraint"] for clock, c in report.get("fmax", {}).items()
+                   if "constraint" in c}
         util.update({cell: [n["used"], n["available"]]
                      for cell, n in report.get("utilization", {}).items()})
     # The last clock-to-clock report is the routed one; cross-domain ones are the wrapper's
@@ -97,7 +101,8 @@ def parse_nextpnr(log_text, report=None):
                 path.append(line[len("Info: "):].rstrip())
             if re.search(r"ns logic, [0-9.]+ ns routing", line):
                 break
-    return {"fmax_mhz": min(fmax.values(), default=0.0), "clocks": fmax, "critical_path": path,
+    return {"fmax_mhz": min(fmax.values(), default=0.0), "clocks": fmax, "targets": targets,
+            "critical_path": path,
             "utilisation": {cell: numbers for cell, numbers in util.items() if numbers[0]}}
 
 

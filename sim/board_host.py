@@ -36,8 +36,8 @@ class BoardError(RuntimeError):
 def find_board(config, name=None):
     """The board descriptor (:class:`vdla.boards.board.Board`) that runs ``config``.
 
-    ``name`` picks one by name, which must run ``config``; without it, the board whose
-    ``config`` is ``config.name``. Raises :class:`BoardError` when none does.
+    ``name`` picks one by name, which must run ``config``; without it, the first board that
+    runs it (:meth:`~vdla.boards.board.Board.runs`). Raises :class:`BoardError` when none does.
     """
     from vdla.boards.synth import BOARDS, get_board
     if name is not None:
@@ -45,15 +45,16 @@ def find_board(config, name=None):
             board = get_board(name)
         except ValueError as error:
             raise BoardError(str(error)) from None
-        if board.config != config.name:
-            raise BoardError(f"board {board.name} runs configuration {board.config}, not "
+        if not board.runs(config.name):
+            runs = " or ".join((board.config, *board.configs))
+            raise BoardError(f"board {board.name} runs configuration {runs}, not "
                              f"{config.name}")
         return board
     boards = [get_board(b) for b in BOARDS]
     for board in boards:
-        if board.config == config.name:
+        if board.runs(config.name):
             return board
-    known = ", ".join(f"{b.name} ({b.config})" for b in boards)
+    known = ", ".join(f"{b.name} ({', '.join((b.config, *b.configs))})" for b in boards)
     raise BoardError(f"no board runs configuration {config.name}; boards: {known}")
 
 

@@ -6,7 +6,9 @@ The host is the one a board runs: :class:`~.serial_bus.SerialBus` over
 outputs all cross the simulated line as host-link frames, and the bridge's framing is tested
 against the built gateware. Only the ports ``clk``, ``rst``, ``uart_rx``, ``uart_tx`` (and
 ``uart_cycles_per_bit``, where the top has it) are touched, so a synthesized netlist of the
-same top runs under this module unchanged.
+same top runs under this module unchanged. A top with SDRAM (:mod:`vdla.hw.sim_board_sdram`)
+also has ``sdram_clk`` and ``sdram_rst``, driven at the SDRAM's own period and reset together
+with ``rst``, and ``sdram_init_done``, which the host waits for before it opens the line.
 
 Driven by :mod:`vdla.sim.rtl_scenario` like :mod:`.cocotb_accel` (``VDLA_ACCEL_JOB``: the
 job directory with ``job.json`` and ``scenario.pkl``; ``report.json`` and, when asked for,
@@ -24,9 +26,10 @@ import time
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles
+from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 
 from vdla.hw.sim_board import DIVISOR, RAM_BYTES
+from vdla.hw.sim_board_sdram import SDRAM_BYTES, SDRAM_PERIOD_NS
 
 from .bus import BusError
 from .cocotb_bus import PERIOD_NS
@@ -50,18 +53,40 @@ async def _refusal(transport, config, ram_bytes):
     raise BusError("the bridge accepted a host of another configuration")
 
 
+#: ``sdram`` cycles the SDRAM's power-up sequence may take (it takes about 21k).
+SDRAM_INIT_CYCLES = 40_000
+
+
+async def _reset(dut):
+    """Hold every domain of the top in reset for 4 cycles of its slowest clock."""
+    sdram = hasattr(dut, "sdram_clk")
+    if sdram:
+        Clock(dut.sdram_clk, SDRAM_PERIOD_NS, unit="ns").start()
+        dut.sdram_rst.value = 1
+    dut.rst.value = 1
+    await ClockCycles(dut.sdram_clk if sdram else dut.clk, 4)
+    dut.rst.value = 0
+    if sdram:
+        dut.sdram_rst.value = 0
+        await with_timeout(_sdram_init(dut), SDRAM_INIT_CYCLES * SDRAM_PERIOD_NS, "ns")
+
+
+async def _sdram_init(dut):
+    while not dut.sdram_init_done.value:
+        await RisingEdge(dut.sdram_clk)
+
+
 @cocotb.test()
 async def run_job(dut):
     job_dir = pathlib.Path(os.environ["VDLA_ACCEL_JOB"])
     job = json.loads((job_dir / "job.json").read_text())
-    ram_bytes = job.get("ram_bytes") or RAM_BYTES
+    ram_bytes = job.get("ram_bytes") or (SDRAM_BYTES if hasattr(dut, "sdram_clk") else
+                                         RAM_BYTES)
     with open(job_dir / "scenario.pkl", "rb") as f:
         scenario = pickle.load(f)
     Clock(dut.clk, PERIOD_NS, unit="ns").start()
     transport = CocotbUartTransport(dut, DIVISOR, PERIOD_NS)
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 4)
-    dut.rst.value = 0
+    await _reset(dut)
     await ClockCycles(dut.clk, 2)
     transport.clear()
     lines = []

@@ -35,6 +35,7 @@ TOPS = {
     "core_top": ("vdla.hw.core_top:CoreTop", True),
     "accelerator": ("vdla.hw.accelerator:Accelerator", False),
     "board_top": ("vdla.hw.sim_board:sim_board_top", False),
+    "board_top_sdram": ("vdla.hw.sim_board_sdram:sim_board_sdram_top", False),
 }
 _BUILDS = {}
 
@@ -111,6 +112,8 @@ def build(toplevel, name, config, build_dir="build", log_file=None, internals=Tr
     ----------
     toplevel : wiring.Component
         The design; its signature gives the ports (``m_axi: Out(...)`` -> ``m_axi__awaddr``).
+        Verilog it instantiates by name (a generated core) is in its ``extra_verilog``
+        attribute (paths), if it has one: compiled with it, and part of the build's hash.
     name : str
         Verilog module name, and first part of the build directory's name.
     config : vdla.config.Config
@@ -137,7 +140,9 @@ def build(toplevel, name, config, build_dir="build", log_file=None, internals=Tr
 def _build(toplevel, name, config, out, log_file, internals):
     text = verilog.convert(toplevel, name=name, emit_src=False)
     source = out / f"{name}.v"
-    return _compile([source], name, out, text, internals, (), log_file,
+    extra = [pathlib.Path(p).resolve() for p in getattr(toplevel, "extra_verilog", ())]
+    hashed = "\n".join([text, *(p.read_text() for p in extra)])
+    return _compile([source, *extra], name, out, hashed, internals, (), log_file,
                     write=lambda: source.write_text(text))
 
 
@@ -236,7 +241,7 @@ def _heartbeat(report, describe):
 
 def _sources_digest(config):
     """Hash of everything the Verilog is made from: the gateware sources, the ISA / register /
-    configuration definitions, the tool versions and ``config``."""
+    configuration definitions, the SDRAM core's generator, the tool versions and ``config``."""
     import amaranth
     from importlib.metadata import PackageNotFoundError, version
     try:
@@ -247,7 +252,8 @@ def _sources_digest(config):
     digest.update(f"{amaranth.__version__} {yosys}".encode())
     files = sorted((ROOT / "hw").rglob("*.py")) + [ROOT / "vdla" / name for name in
                                                     ("isa.py", "regs.py", "config.py")]
-    files.append(ROOT / "sim" / "rtl_build.py")
+    # The generator of the SDRAM core a top may hold (its module name follows its settings).
+    files += [ROOT / "sim" / "rtl_build.py", ROOT / "boards" / "sdram.py"]
     for path in files:
         digest.update(str(path.relative_to(ROOT)).encode())
         digest.update(path.read_bytes())

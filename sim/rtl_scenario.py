@@ -5,7 +5,9 @@ The accelerator of the scenario's configuration is built once (cached under
 running :mod:`.cocotb_accel`, whose host is the same driver and scenario runner as the ISS
 backend's. The report has the same fields as the ISS's, plus the simulator's speed. With
 ``top="board_top"`` the board top runs instead, driven over its UART by the serial host
-(:mod:`.cocotb_board`; its report adds the bytes that crossed the line).
+(:mod:`.cocotb_board`; its report adds the bytes that crossed the line), and with
+``top="board_top_sdram"`` the board top whose DRAM is LiteDRAM's controller and SDRAM model
+(:mod:`vdla.hw.sim_board_sdram`), through the same testbench.
 """
 
 import json
@@ -26,7 +28,8 @@ TEST_MODULE = "vdla.sim.cocotb_accel"
 TOPLEVEL = "accelerator"
 #: Top levels a scenario runs on (keys of :data:`.rtl_build.TOPS`) -> their test module: the
 #: accelerator with the host on its AXI ports, or the board top driven over its UART.
-TEST_MODULES = {TOPLEVEL: TEST_MODULE, "board_top": "vdla.sim.cocotb_board"}
+TEST_MODULES = {TOPLEVEL: TEST_MODULE, "board_top": "vdla.sim.cocotb_board",
+                "board_top_sdram": "vdla.sim.cocotb_board"}
 
 
 class RtlScenarioError(RuntimeError):
@@ -40,7 +43,8 @@ def run_scenario_rtl(scenario, report_path=None, *, dram_dump=False, keep_output
 
     ``rtl`` is a build to run instead of the RTL's own (:func:`.rtl_build.build_verilog`: a
     synthesized netlist of the same top); ``ram_bytes`` the board top's on-chip RAM, when it
-    is not :data:`vdla.hw.sim_board.RAM_BYTES`.
+    is not :data:`vdla.hw.sim_board.RAM_BYTES` (``"board_top_sdram"``: the DRAM the host
+    reaches, by default :data:`vdla.hw.sim_board_sdram.SDRAM_BYTES`).
 
     Returns the report dict (written to ``report_path`` too when given); with
     ``dram_dump``, ``report["dram"]`` is the whole DRAM after the run (uint8 array, not

@@ -24,7 +24,8 @@ CONFIG = get_config("icebreaker").replace(name="smoke", tenants=1, clock_mhz=50.
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("ulx3s-smoke")
     lines = []
-    report = synth.build(synth.get_board("ulx3s"), CONFIG, out, check=False,
+    # On-chip RAM: the netlist check below runs the board top with its RAM inside.
+    report = synth.build(synth.get_board("ulx3s"), CONFIG, out, memory="bram", check=False,
                          progress=lines.append)
     return out, report, lines
 
