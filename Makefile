@@ -87,12 +87,14 @@ sim: $(STAMP)
 	$(BIN)/python -m pytest -q -m rtl $(PYTEST_ARGS)
 
 # BOARD=ulx3s|icebreaker; SEEDS=1,2,3 tries several placements and keeps the best;
-# MEMORY=sdram|bram: where the DRAM is (default: the board's; the ULX3S's is its SDRAM).
+# MEMORY=sdram|bram: where the DRAM is (default: the board's on-chip RAM);
+# CONFIG=name: another configuration the board runs (default: the board's).
 BOARD ?= ulx3s
 SEEDS ?= 1
 MEMORY ?=
+CONFIG ?=
 synth: $(STAMP)
-	$(BIN)/python -m vdla.boards.synth --board $(BOARD) --seeds $(SEEDS) $(if $(MEMORY),--memory $(MEMORY))
+	$(BIN)/python -m vdla.boards.synth --board $(BOARD) --seeds $(SEEDS) $(if $(MEMORY),--memory $(MEMORY)) $(if $(CONFIG),--config $(CONFIG))
 
 program: $(STAMP)
 	$(BIN)/python -m vdla.boards.program --board $(BOARD)
