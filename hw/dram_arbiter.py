@@ -42,7 +42,7 @@ AR and AW pass through a register slice (one cycle of latency, no combinational 
 ``bus`` back to the ports, a grant every cycle); W, R and B are combinational multiplexers.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -158,21 +158,23 @@ class DramArbiter(wiring.Component):
         # Quotas of what DRAM actually delivers (not of a nominal peak it may never reach):
         # every grant of b beats earns every port b credits and costs its own port n*b, so a
         # port's credit grows while it takes less than 1/n of the granted beats.
+        # Each port's next credit is worked out for every port that could be granted, from
+        # the ports' own burst lengths, and the grant only picks one: summed after the grant
+        # (behind the requests, the round robin and the length multiplexer), the update was
+        # a board top's critical path.
         cap = BUCKET * n
         credits = [Signal(range(-cap, cap + 1), name=f"{prefix}_credit{i}") for i in range(n)]
-        beats = Signal(9)
-        m.d.comb += beats.eq(Cat(getattr(port, f"{prefix}len") for port in ports)
-                             .word_select(grant, 8) + 1)
-        earned = Signal(9)
-        m.d.comb += earned.eq(Mux(fire, beats, 0))
+        beats = [getattr(port, f"{prefix}len") + 1 for port in ports]
         for i, credit in enumerate(credits):
-            spent = Signal(range(-cap - 257 * n, cap + 258), name=f"{prefix}_spent{i}")
-            m.d.comb += spent.eq(credit + earned - ((fire & (grant == i)) * beats * n))
-            m.d.sync += credit.eq(spent)
-            with m.If(spent > cap):
-                m.d.sync += credit.eq(cap)
-            with m.Elif(spent < -cap):
-                m.d.sync += credit.eq(-cap)
+            after = []
+            for g in range(n):
+                spent = Signal(range(-cap - 257 * n, cap + 258), name=f"{prefix}_spent{i}_{g}")
+                m.d.comb += spent.eq(credit + beats[g] - (beats[g] * n if g == i else 0))
+                capped = Signal.like(credit, name=f"{prefix}_next{i}_{g}")
+                m.d.comb += capped.eq(Mux(spent > cap, cap, Mux(spent < -cap, -cap, spent)))
+                after.append(capped)
+            with m.If(fire):
+                m.d.sync += credit.eq(Array(after)[grant])
         ahead = Cat(credit > 0 for credit in credits)
 
         # Last assignment wins: a port after the last granted one beats one before it, and a
