@@ -23,7 +23,8 @@ from vdla import isa
 from .errors import IFPError
 from .program import FRAME_DTYPE, LayerEntry, Program, TensorEntry
 
-__all__ = ["MAGIC", "FORMAT_VERSION", "dumps", "loads", "write_ifp", "read_ifp"]
+__all__ = ["MAGIC", "FORMAT_VERSION", "MAX_SEGMENT_BYTES", "dumps", "loads", "write_ifp",
+           "read_ifp"]
 
 MAGIC = b"VDLAIFP\0"
 FORMAT_VERSION = 1
@@ -37,12 +38,22 @@ _LAYER_KINDS = ("conv", "dense", "pool", "add")
 _OPCODE = isa.FIELDS["head"]["opcode"]
 _FRAME_INDEX = isa.FIELDS["frame"]["frame"]
 _FRAME_LAYER = isa.FIELDS["frame"]["layer"]
+#: Largest DRAM segment a program can use: every DMA addresses the segment from a
+#: segment-relative byte address held in the LOAD/SAVE ``dram_addr`` field.
+MAX_SEGMENT_BYTES = 1 << isa.FIELDS["dma"]["dram_addr"][1]
+#: Quantization scales are float32 (ONNX): positive, normal and finite in that type.
+_SCALE_RANGE = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))
+_HEX_DIGITS = frozenset("0123456789abcdef")
+_KIND_NAMES = {"str": "a printable string", "int": "an integer", "num": "a finite number",
+               "list": "a list"}
 
 
 def _meta(program):
+    missing = [t.name for t in program.tensors if t.onnx_shape is None]
+    if missing:
+        raise IFPError(f"tensor {missing[0]!r} has no ONNX shape")
     tensors = [{"name": t.name, "shape": [int(v) for v in t.shape], "scale": float(t.scale),
-                "zero_point": int(t.zero_point),
-                "onnx_shape": None if t.onnx_shape is None else [int(v) for v in t.onnx_shape],
+                "zero_point": int(t.zero_point), "onnx_shape": [int(v) for v in t.onnx_shape],
                 "offset": int(t.offset), "size": int(t.size), "role": t.role}
                for t in program.tensors]
     layers = [{"name": l.name, "kind": l.kind, "inputs": list(l.inputs), "output": l.output,
@@ -117,17 +128,18 @@ class _Reader:
         zeroed = _HEADER.pack(magic, version, head_size, core, count, 0)
         if zlib.crc32(zeroed + data[_HEADER.size:head_size]) != crc:
             self.fail("corrupted header (CRC mismatch)")
-        try:
-            self.core_hash = core.decode("ascii")
-        except UnicodeDecodeError:
-            self.fail("corrupted header: core hash is not ASCII")
+        if not set(core.decode("latin-1")) <= _HEX_DIGITS:
+            self.fail("corrupted header: core hash is not 16 hex digits")
+        self.core_hash = core.decode("ascii")
         sections = {}
         for i in range(count):
-            kind, _, offset, length, crc = _SECTION.unpack_from(data, _HEADER.size
-                                                                + i * _SECTION.size)
+            kind, reserved, offset, length, crc = _SECTION.unpack_from(data, _HEADER.size
+                                                                       + i * _SECTION.size)
             name = _KINDS.get(kind)
             if name is None:
                 self.fail(f"unknown section kind {kind}")
+            if reserved:
+                self.fail(f"section '{name}': reserved field is {reserved}, not 0")
             if name in sections:
                 self.fail(f"section '{name}' appears twice")
             if offset < head_size or offset + length > len(data):
@@ -140,24 +152,51 @@ class _Reader:
         for name in _ORDER:
             if name not in sections:
                 self.fail(f"section '{name}' is missing")
-        end = max(off + len(chunk) for off, chunk in sections.values())
-        if end != len(data):
-            self.fail(f"{len(data) - end} trailing bytes after the last section")
+        self.back_to_back(sections, head_size)
         return {name: chunk for name, (_, chunk) in sections.items()}
+
+    def back_to_back(self, sections, head_size):
+        """Sections must tile the file after the header: no byte outside a CRC, none shared."""
+        end = head_size
+        for name, (offset, chunk) in sorted(sections.items(), key=lambda item: item[1][0]):
+            if offset != end:
+                self.fail(f"section '{name}' starts at byte {offset}, not right after the "
+                          f"previous one (byte {end})")
+            end = offset + len(chunk)
+        if end != len(self.data):
+            self.fail(f"{len(self.data) - end} trailing bytes after the last section")
 
     # JSON type checks -------------------------------------------------------------------
     def get(self, obj, key, kind, where):
         if not isinstance(obj, dict) or key not in obj:
             self.fail(f"metadata: {where}: missing '{key}'")
         value = obj[key]
-        ok = {"str": isinstance(value, str),
+        # Strings are printable, so that every message naming them stays on one line.
+        ok = {"str": isinstance(value, str) and value.isprintable(),
               "int": isinstance(value, int) and not isinstance(value, bool),
               "num": isinstance(value, (int, float)) and not isinstance(value, bool)
               and math.isfinite(value),
               "list": isinstance(value, list)}[kind]
         if not ok:
-            self.fail(f"metadata: {where}: '{key}' is not a {kind}")
+            self.fail(f"metadata: {where}: '{key}' is not {_KIND_NAMES[kind]}")
         return value
+
+    def int_in(self, obj, key, where, lo, hi, unit=""):
+        """An integer field that must lie in ``lo..hi`` (checked before anything uses it)."""
+        value = self.get(obj, key, "int", where)
+        if not lo <= value <= hi:
+            self.fail(f"metadata: {where}: '{key}' {value} is outside {lo}..{hi}{unit}")
+        return value
+
+    def elements(self, key, where, dims, most, why):
+        """The product of ``dims`` (each >= 1), refused as soon as it exceeds ``most``."""
+        count = 1
+        for dim in dims:
+            count *= dim
+            if count > most:
+                self.fail(f"metadata: {where}: '{key}' {dims} has more than the {most} "
+                          f"elements {why}")
+        return count
 
     def ints(self, obj, key, where, lo=0, hi=None, length=None):
         values = self.get(obj, key, "list", where)
@@ -171,8 +210,8 @@ class _Reader:
 
     def strs(self, obj, key, where):
         values = self.get(obj, key, "list", where)
-        if not all(isinstance(v, str) for v in values):
-            self.fail(f"metadata: {where}: '{key}' must be a list of strings")
+        if not all(isinstance(v, str) and v.isprintable() for v in values):
+            self.fail(f"metadata: {where}: '{key}' must be a list of printable strings")
         return values
 
     def meta(self, chunk):
@@ -190,22 +229,33 @@ class _Reader:
         for i, t in enumerate(self.get(meta, "tensors", "list", "top level")):
             where = f"tensor {i}"
             name = self.get(t, "name", "str", where)
-            shape = self.ints(t, "shape", where, 1, length=3)
-            zp = self.get(t, "zero_point", "int", where)
-            onnx = t.get("onnx_shape") if isinstance(t, dict) else None
-            if onnx is not None:
-                onnx = tuple(self.ints(t, "onnx_shape", where))
-            offset = self.get(t, "offset", "int", where)
-            size = self.get(t, "size", "int", where)
+            where = f"tensor {i} ({name})"
+            if name in seen:
+                self.fail(f"metadata: {where}: duplicate name")
+            shape = self.ints(t, "shape", where, 1, segment, length=3)
+            zp = self.int_in(t, "zero_point", where, -128, 127)
+            scale = self.get(t, "scale", "num", where)
+            if not _SCALE_RANGE[0] <= scale <= _SCALE_RANGE[1]:
+                self.fail(f"metadata: {where}: 'scale' {scale!r} is not a positive float32")
             role = self.get(t, "role", "str", where)
-            if name in seen or not -128 <= zp <= 127 or role not in _ROLES:
-                self.fail(f"metadata: {where} ({name}): duplicate name, zero point or role")
-            if offset < 0 or size < 0 or offset + size > segment:
+            if role not in _ROLES:
+                self.fail(f"metadata: {where}: 'role' {role!r} is not one of "
+                          f"{', '.join(_ROLES)}")
+            offset = self.int_in(t, "offset", where, 0, segment)
+            size = self.int_in(t, "size", where, 0, segment)
+            if offset + size > segment:
                 self.fail(f"metadata: tensor {name} ({offset}+{size}) lies outside the "
                           f"{segment}-byte segment")
+            # One int8 byte per element at least (more with channel padding).
+            elements = self.elements("shape", where, shape, size, f"its {size} bytes hold")
+            onnx = self.ints(t, "onnx_shape", where, 1, elements)
+            if not onnx or self.elements("onnx_shape", where, onnx, elements,
+                                         "of its shape") != elements:
+                self.fail(f"metadata: {where}: 'onnx_shape' {onnx} does not hold the "
+                          f"{elements} elements of shape {shape}")
             seen.add(name)
-            out.append(TensorEntry(name, tuple(shape), float(self.get(t, "scale", "num", where)),
-                                   zp, onnx, offset, size, role))
+            out.append(TensorEntry(name, tuple(shape), float(scale), zp, tuple(onnx), offset,
+                                   size, role))
         return out, seen
 
     def layers(self, meta, names):
@@ -218,8 +268,9 @@ class _Reader:
             deps = self.ints(l, "deps", where, 0, i - 1)
             if kind not in _LAYER_KINDS or not set(inputs + [output]) <= names:
                 self.fail(f"metadata: {where}: unknown kind or tensor")
+            macs = self.int_in(l, "macs", where, 0, math.inf)
             out.append(LayerEntry(self.get(l, "name", "str", where), kind, inputs, output,
-                                  deps, self.get(l, "macs", "int", where)))
+                                  deps, macs))
         return out
 
     def frames(self, chunk, n_layers, code):
@@ -264,7 +315,8 @@ def loads(data, config=None, name="<bytes>"):
         if core_hash != r.core_hash:
             r.fail(f"metadata core hash {core_hash!r} differs from the header's "
                    f"{r.core_hash!r}")
-        segment = r.get(meta, "segment_size", "int", "top level")
+        segment = r.int_in(meta, "segment_size", "top level", 1, MAX_SEGMENT_BYTES,
+                           " (the reach of a DMA's segment address)")
         if len(sec["weights"]) > segment:
             r.fail(f"weight blob of {len(sec['weights'])} bytes exceeds the {segment}-byte "
                    f"segment")
@@ -272,6 +324,8 @@ def loads(data, config=None, name="<bytes>"):
         layers = r.layers(meta, names)
         inputs, outputs = r.strs(meta, "inputs", "top level"), r.strs(meta, "outputs",
                                                                        "top level")
+        if not inputs or not outputs:
+            r.fail("metadata: a program needs at least one input and one output")
         if not set(inputs + outputs) <= names:
             r.fail("metadata: an input or output names no tensor")
         if len(sec["code"]) % 16:

@@ -16,7 +16,39 @@ import onnx
 from .errors import CompileError
 from .onnx_graph import load_proto
 
-__all__ = ["quantize_model"]
+__all__ = ["quantize_model", "real_float32", "refuse_quantized", "QUANTIZED_OPS"]
+
+#: Operators of a model that is quantized already (QDQ, or ONNX's quantized operators):
+#: quantizing it again would calibrate int8 data as if it were float.
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+                           "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"})
+
+
+def real_float32(array, what):
+    """``array`` as float32 when it holds real, finite numbers (any integer or float dtype).
+
+    Model inputs and calibration data are real values: strings, booleans, complex numbers,
+    dates and structured records are refused, and so are NaN, infinities and values beyond
+    the float32 range (they would quantize to garbage). Raises :class:`CompileError` naming
+    ``what``.
+    """
+    array = np.asarray(array)
+    if array.dtype.kind not in "iuf":
+        raise CompileError(f"{what}: dtype {array.dtype} is not a real number type (give "
+                           f"integers or floats)")
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = array.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise CompileError(f"{what}: contains NaN, infinite or out-of-float32-range values")
+    return values
+
+
+def refuse_quantized(model, what="model"):
+    """Raise :class:`CompileError` if ``model`` (an ONNX ModelProto) is quantized already."""
+    found = sorted({node.op_type for node in model.graph.node} & QUANTIZED_OPS)
+    if found:
+        raise CompileError(f"{what} is quantized already (it has {', '.join(found)}); "
+                           f"give the float model")
 
 
 def _input_spec(model):
@@ -35,7 +67,7 @@ def _input_spec(model):
 
 def _samples(calib, shape, name):
     """Calibration array -> list of float32 batches of one sample each."""
-    calib = np.asarray(calib, np.float32)
+    calib = real_float32(calib, "calibration data")
     if calib.ndim == len(shape) + 2 and calib.shape[1] == 1:
         calib = calib[:, 0]                           # (N, 1, *shape): batch already present
     if calib.ndim != len(shape) + 1 or any(want is not None and want != got
@@ -45,8 +77,6 @@ def _samples(calib, shape, name):
                            f"{', '.join('?' if d is None else str(d) for d in shape)})")
     if len(calib) == 0:
         raise CompileError("calibration data is empty")
-    if not np.all(np.isfinite(calib)):
-        raise CompileError("calibration data contains NaN or infinite values")
     return [sample[None] for sample in calib]
 
 
@@ -101,12 +131,15 @@ def quantize_model(float_path, calib, out_path, per_channel=True, preprocess=Tru
     Raises
     ------
     CompileError
-        Unreadable model, calibration data of the wrong shape, or a failure of the quantizer.
+        Unreadable or already quantized model, calibration data of the wrong shape or not real
+        finite numbers, or a failure of the quantizer.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, \
         quantize_static
 
     model = load_proto(float_path)
+    refuse_quantized(model, "model" if isinstance(float_path, onnx.ModelProto)
+                     else f"model {float_path}")
     name, shape = _input_spec(model)
     samples = _samples(calib, shape, name)
     out_path = pathlib.Path(out_path)

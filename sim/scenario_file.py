@@ -16,6 +16,7 @@ import numpy as np
 from vdla import isa
 from vdla.compiler.errors import CompileError
 from vdla.compiler.program import Allocation
+from vdla.compiler.quantize import real_float32
 from vdla.config import Config, ConfigError, get_config
 
 from .driver import region_words
@@ -153,6 +154,11 @@ def _read_toml(path):
         raise ScenarioError(f"{path}: no such file") from None
     except OSError as error:
         raise ScenarioError(f"{path}: {error.strerror}") from None
+    except RecursionError:                  # tomllib parses nested arrays recursively
+        raise ScenarioError(f"{path}: not valid TOML (nested too deeply)") from None
+    except UnicodeDecodeError as error:     # TOML is UTF-8 text
+        raise ScenarioError(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} "
+                            f"at offset {error.start})") from None
     except tomllib.TOMLDecodeError as error:
         raise ScenarioError(f"{path}: not valid TOML ({error})") from None
 
@@ -163,6 +169,8 @@ def _compile(t, config):
     from vdla.compiler.frontend import load_model
     from vdla.compiler.static import compile_graph
     path = t.path("model", (".onnx", ".ifp"))
+    if "calib" in t.table:
+        _check_float_model(t, path)
     try:
         if path.suffix == ".ifp":
             return ifp.read_ifp(path, config), None
@@ -179,14 +187,32 @@ def _compile(t, config):
         t.fail("model", str(error))
 
 
+def _check_float_model(t, path):
+    """``calib`` quantizes a float .onnx model: refuse it beside a compiled or QDQ model."""
+    from vdla.compiler.onnx_graph import load_proto
+    from vdla.compiler.quantize import refuse_quantized
+    if path.suffix != ".onnx":
+        t.fail("calib", f"model {t.table['model']} is compiled already; calib goes with a "
+                        f"float .onnx model")
+    try:
+        refuse_quantized(load_proto(path), f"model {t.table['model']}")
+    except CompileError as error:
+        t.fail("calib", str(error))
+
+
 def _load_array(t, key, suffixes):
     """The .npy array (or the .npz arrays, as a dict) named by ``key``."""
     path = t.path(key, suffixes)
     try:
-        loaded = np.load(path, allow_pickle=False)
-        return dict(loaded) if path.suffix == ".npz" else loaded
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        t.fail(key, f"{path.name}: not a readable array file ({error})")
+        # Memory-mapped: an .npy header claiming more data than the file holds is refused,
+        # not allocated (an .npz member is read whole: hence MemoryError below).
+        with np.errstate(over="ignore"):
+            loaded = np.load(path, mmap_mode="r", allow_pickle=False)
+        return dict(loaded) if path.suffix == ".npz" else np.array(loaded)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, MemoryError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else \
+            type(error).__name__
+        t.fail(key, f"{path.name}: not a readable array file ({detail})")
 
 
 def _inputs(t, program, count):
@@ -210,17 +236,25 @@ def _inputs(t, program, count):
         if a.dtype == np.int8:
             shape = tuple(entry.shape)
             batch = a[None] if a.shape == shape else a
-            if batch.shape[1:] != shape:
-                t.fail("inputs", f"{name}: int8 shape {a.shape} is not {shape} or (N, *{shape})")
+            if batch.shape[1:] != shape or not len(batch):
+                t.fail("inputs", f"{name}: int8 shape {a.shape} is not {shape} or (N, *{shape}) "
+                                 f"with N >= 1")
             per_input[name] = list(batch)
         else:
+            try:
+                a = real_float32(a, name)
+            except CompileError as error:
+                t.fail("inputs", str(error))
             shape = tuple(entry.onnx_shape)
             batch = a[None] if a.shape == shape[1:] else a
             if batch.ndim < 2 or batch.shape[1:] != shape[1:] or not len(batch):
                 t.fail("inputs", f"{name}: shape {a.shape} does not match the model input "
                                  f"{shape} (a batch of any size is accepted)")
-            per_input[name] = [quantize(s.reshape(entry.shape), entry.scale, entry.zero_point)
-                               for s in batch.astype(np.float32)]
+            # Values far beyond the int8 range saturate (ONNX QuantizeLinear); the float32
+            # overflow of x / scale on the way there is expected.
+            with np.errstate(over="ignore"):
+                per_input[name] = [quantize(s.reshape(entry.shape), entry.scale,
+                                            entry.zero_point) for s in batch]
     n = min(len(v) for v in per_input.values())
     return [{name: per_input[name][i] for name in program.inputs} for i in range(n)]
 

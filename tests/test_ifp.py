@@ -111,10 +111,49 @@ def _with_meta(data, meta):
     (lambda m: m.update(core_hash="0" * 16), "differs"),
     (lambda m: m.pop("layers"), "missing 'layers'"),
     (lambda m: m["tensors"][0].update(scale="big"), "scale"),
+    (lambda m: m.update(segment_size=2 ** 40), r"'segment_size' 1099511627776 is outside "
+                                               r"1\.\.4294967296"),
+    (lambda m: m.update(segment_size=2 ** 63), "'segment_size' 9223372036854775808"),
+    (lambda m: m.update(segment_size=True), "'segment_size' is not an integer"),
+    (lambda m: m["tensors"][0].update(onnx_shape=None), "'onnx_shape' is not a list"),
+    (lambda m: m["tensors"][0].update(onnx_shape=[1, 2, 3, 4]), "'onnx_shape'.*elements"),
+    (lambda m: m["tensors"][0].update(scale=0.0), "'scale' 0.0 is not a positive float32"),
+    (lambda m: m["tensors"][0].update(scale=1e300), "not a positive float32"),
+    (lambda m: m["tensors"][0].update(shape=[2 ** 20, 2 ** 20, 2 ** 20]), "'shape'"),
+    (lambda m: m["tensors"][0].update(zero_point=128), r"'zero_point' 128 is outside"),
+    (lambda m: m["tensors"][0].update(name="in\nput"), "printable"),
+    (lambda m: m.update(inputs=[]), "at least one input"),
+    (lambda m: m["layers"][0].update(macs=-1), "'macs' -1 is outside"),
 ])
 def test_metadata_validation(edit, message):
     with pytest.raises(IFPError, match=message):
         ifp.loads(_rebuild(meta=edit))
+
+
+def _with_table_row(data, index, **fields):
+    """``data`` with fields of section-table row ``index`` changed and the header CRC redone."""
+    head, table_at = struct.Struct("<8sII16sII"), struct.calcsize("<8sII16sII")
+    row = dict(zip(("kind", "reserved", "offset", "length", "crc"),
+                   struct.unpack_from("<IIQQI4x", data, table_at + 32 * index)))
+    row.update(fields)
+    out = bytearray(data)
+    struct.pack_into("<IIQQI4x", out, table_at + 32 * index, *row.values())
+    magic, version, size, core, count, _ = head.unpack_from(out)
+    crc = zlib.crc32(head.pack(magic, version, size, core, count, 0) + out[table_at:size])
+    head.pack_into(out, 0, magic, version, size, core, count, crc)
+    return bytes(out)
+
+
+def test_section_table_validation():
+    with pytest.raises(IFPError, match="reserved field is 7"):
+        ifp.loads(_with_table_row(DATA, 0, reserved=7))
+    # The weights section read again from the code's bytes (its CRC made to match): sections
+    # must tile the file, each right after the previous one.
+    code_offset = struct.unpack_from("<IIQQI4x", DATA, 40)[2]
+    weights = struct.unpack_from("<IIQQI4x", DATA, 72)
+    chunk = DATA[code_offset:code_offset + weights[3]]
+    with pytest.raises(IFPError, match="not right after the previous one"):
+        ifp.loads(_with_table_row(DATA, 1, offset=code_offset, crc=zlib.crc32(chunk)))
 
 
 def test_frame_table_validation():

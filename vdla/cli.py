@@ -9,6 +9,7 @@ import argparse
 import pathlib
 import sys
 import time
+import zipfile
 
 __all__ = ["main"]
 
@@ -38,14 +39,60 @@ def _read_program(path, config_name=None):
     return program, config
 
 
+def _first_line(error):
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
 def _load_npy(path):
+    """The array of the .npy file ``path``.
+
+    It is read through a memory map, so a header that claims more data than the file holds
+    is refused instead of allocated.
+    """
     import numpy as np
     try:
-        return np.load(path, allow_pickle=False)
+        with np.errstate(over="ignore"):        # numpy sizes an absurd header's claim
+            loaded = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
-    except (ValueError, OSError) as error:
-        raise UserError(f"{path}: not a readable .npy array ({error})") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise UserError(f"{path}: not a readable .npy array ({_first_line(error)})") from None
+    if not isinstance(loaded, np.ndarray):     # np.load opens an .npz archive as a mapping
+        loaded.close()
+        raise UserError(f"{path}: an .npz archive, not an .npy array (save the one array "
+                        f"with numpy.save)")
+    return np.array(loaded)
+
+
+def _output_directory(path):
+    """Refuse an output whose directory is missing: no command creates directories."""
+    parent = pathlib.Path(path).parent
+    if not parent.is_dir():
+        raise UserError(f"{path}: no such directory: {parent}")
+
+
+def _output_file(path, option):
+    """Refuse, before any work, an output file that cannot be written where it is named."""
+    if pathlib.Path(path).is_dir():
+        raise UserError(f"{path}: is a directory ({option} names the file to write)")
+    _output_directory(path)
+
+
+def _input_batch(x, tensor, source):
+    """``x`` as a float32 batch (N >= 1) of samples of the model input ``tensor`` (its ONNX
+    shape has the batch dimension first); one sample without the batch dimension is accepted."""
+    from .compiler.quantize import real_float32
+    x = real_float32(x, source)
+    shape = tuple(tensor.onnx_shape)
+    sample = shape[1:]
+    if x.shape == sample:
+        x = x[None]
+    if x.shape[1:] != sample:
+        raise UserError(f"{source}: shape {x.shape} does not match the model input "
+                        f"{tensor.name} {shape} (a batch of any size is accepted)")
+    if not len(x):
+        raise UserError(f"{source}: an empty batch (shape {x.shape}), no sample to run")
+    return x
 
 
 def cmd_compile(args):
@@ -53,6 +100,7 @@ def cmd_compile(args):
     from .compiler.ifp import write_ifp
     from .compiler.static import compile_graph
     config = _config(args.config)
+    _output_file(args.output, "-o")
     start = time.perf_counter()
     graph = load_model(args.model)
     print(f"front end: {len(graph.layers)} layers from {args.model}", file=sys.stderr)
@@ -68,6 +116,7 @@ def cmd_compile(args):
 
 def cmd_quantize(args):
     from .compiler.quantize import quantize_model
+    _output_file(args.output, "-o")
     calib = _load_npy(args.calib)
     quantize_model(args.model, calib, args.output)
     print(f"{args.output}: int8 QDQ model calibrated on {len(calib)} samples")
@@ -79,6 +128,7 @@ def cmd_link(args):
     from .compiler.link import link
     from .compiler.program import Allocation
     program, config = _read_program(args.ifp, args.config)
+    _output_directory(args.output)
     allocation = Allocation(cores=args.cores, core_mask=args.core_mask, prog_base=args.prog_base,
                             seg_base=args.seg_base)
     start = time.perf_counter()
@@ -148,7 +198,6 @@ def _progress(line):
 
 def cmd_run(args):
     import numpy as np
-    from .sim.host import HostError, run_program
     program, config = _read_program(args.ifp, args.config)
     board = _board(args, config)
     if args.backend == "rtl" and args.cores != 1:
@@ -156,15 +205,26 @@ def cmd_run(args):
                         f"--cores 1, not {args.cores}")
     if len(program.inputs) != 1 or len(program.outputs) != 1:
         raise UserError("run takes models with one input and one output")
-    x = _load_npy(args.input).astype(np.float32)
+    _output_file(args.output, "--output")
     tensor = program.tensor(program.inputs[0])
-    shape = tuple(tensor.onnx_shape)
-    if x.shape == shape[1:]:
-        x = x[None]
-    if x.shape[1:] != shape[1:]:
-        raise UserError(f"{args.input}: shape {x.shape} does not match the model input "
-                        f"{program.inputs[0]} {shape} (a batch of any size is accepted)")
+    x = _input_batch(_load_npy(args.input), tensor, args.input)
     samples = [{tensor.name: sample[None]} for sample in x]
+    # Inputs far beyond the int8 range saturate, as in ONNX QuantizeLinear; the float32
+    # overflow of x / scale on the way there is expected, not worth a warning.
+    with np.errstate(over="ignore"):
+        results, backend, detail = _run_samples(args, program, config, board, samples)
+    y = np.concatenate([r[program.outputs[0]] for r in results], axis=0)
+    with open(args.output, "wb") as f:     # the file named, with no ".npy" appended
+        np.save(f, y)
+    print(f"{args.output}: {y.shape} float32 from {len(x)} inference(s) on {args.cores} "
+          f"core(s), backend {backend}{detail}")
+    return 0
+
+
+def _run_samples(args, program, config, board, samples):
+    """Run every sample on the backend ``args`` asks for -> (results, backend, detail)."""
+    import numpy as np
+    from .sim.host import HostError, run_program
     detail, backend = "", args.backend
     try:
         if board is not None:
@@ -187,11 +247,7 @@ def cmd_run(args):
             results = [run_program(program, config, s, cores=args.cores) for s in samples]
     except HostError as error:
         raise UserError(str(error)) from None
-    y = np.concatenate([r[program.outputs[0]] for r in results], axis=0)
-    np.save(args.output, y)
-    print(f"{args.output}: {y.shape} float32 from {len(x)} inference(s) on {args.cores} "
-          f"core(s), backend {backend}{detail}")
-    return 0
+    return results, backend, detail
 
 
 def cmd_sim(args):
@@ -199,6 +255,8 @@ def cmd_sim(args):
     from .sim.host import HostError
     from .sim.scenario import (ScenarioError, format_report, load_scenario, run_scenario_iss,
                                write_report)
+    if args.report:
+        _output_file(args.report, "--report")
     try:
         scenario = load_scenario(args.scenario, args.config)
         board = _board(args, scenario.config)
