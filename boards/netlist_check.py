@@ -77,6 +77,7 @@ def check(board, config, out, *, ram_bytes=None, progress=print):
     """Run :func:`check_model` on the netlist in ``out`` (a :mod:`.synth` build of ``board`` for
     ``config``); return a summary dict. Raises :class:`CheckError`."""
     started = time.monotonic()
+    out = pathlib.Path(out).resolve()     # the scenario names the model from its own folder
     # The model must compile for the configuration before anything is built.
     model = check_model(pathlib.Path(out) / "netlist_check_qdq.onnx")
     path = pathlib.Path(out) / "netlist-check.toml"

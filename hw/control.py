@@ -14,7 +14,9 @@ decoded as it is taken, and the next cycle the read mux, fed from those selects,
 registered into R. The read and write halves are independent; B comes two cycles after the
 later of AW and W is taken, R two cycles after AR. Any access the map does not allow (unmapped,
 unaligned, read-only, write-only, partial strobes, a tenant or word that does not exist) is
-answered SLVERR and changes nothing.
+answered SLVERR and changes nothing; so is a write to a running tenant's allocation (a
+``guarded`` register) or a CTRL write with one of :data:`vdla.regs.CTRL_GUARDED_FIELDS` set to
+a running tenant. IRQ_STATUS is read-only: only a tenant's own CTRL clears its bit.
 """
 
 import functools
@@ -37,11 +39,13 @@ REG_BITS = 32
 #: 32-bit lanes of one instruction word, and the window's bytes per word.
 LANES = isa.INSN_BITS // REG_BITS
 WORD_BYTES = regs.imem_offset(1) - regs.imem_offset(0)
-#: The one read-write global register: reads the interrupt status, a write of 1 clears a bit.
+#: The one global register that is not a constant: the interrupt status.
 IRQ_REG = "IRQ_STATUS"
-#: CTRL fields (by name) that are latched here, and those that also clear the IRQ_STATUS bit.
+#: CTRL fields (by name) that are latched here, and those that clear the IRQ_STATUS bit
+#: (``irq_ack`` does only that).
 IRQ_ENABLE_FIELD = "irq_enable"
-IRQ_CLEARING_FIELDS = ("start", "clear")
+IRQ_ACK_FIELD = "irq_ack"
+IRQ_CLEARING_FIELDS = ("start", "clear", IRQ_ACK_FIELD)
 _FULL_STROBE = (1 << (REG_BITS // 8)) - 1
 
 
@@ -121,7 +125,7 @@ def _global_plan(config):
     values = global_values(config)
     plan = []
     for reg in regs.GLOBAL_REGS:
-        if reg.name == IRQ_REG and reg.access == "rw":
+        if reg.name == IRQ_REG and reg.access == "r":
             plan.append((reg, None))
         elif reg.access == "r" and reg.name in values:
             plan.append((reg, values[reg.name]))
@@ -136,11 +140,14 @@ def _tenant_plan(signature):
 
     For a read or read-write register: the port member and the first bit of its 32 bits in
     it. For a write-only register: None and ``[(field, offset, action)]`` with action
-    ``"pulse"``, ``"latch"`` (irq_enable) or ``"ignore"`` (reserved).
+    ``"pulse"``, ``"latch"`` (irq_enable), ``"ack"`` (irq_ack) or ``"ignore"`` (reserved).
     """
     members = signature.members
     plan = []
+    guarded_fields = set(regs.CTRL_GUARDED_FIELDS)
     for reg in regs.TENANT_REGS:
+        if reg.guarded and reg.access != "rw":
+            raise ValueError(f"guarded tenant register {reg.name} is not read-write")
         if reg.access == "w":
             if reg.layout is None:
                 raise ValueError(f"write-only tenant register {reg.name} has no field layout")
@@ -153,6 +160,8 @@ def _tenant_plan(signature):
                                      f"one bit wide")
                 elif name == IRQ_ENABLE_FIELD:
                     action = "latch"
+                elif name == IRQ_ACK_FIELD:
+                    action = "ack"
                 elif (name in members and members[name].is_port and
                       members[name].flow == Out and Shape.cast(members[name].shape).width == 1):
                     action = "pulse"
@@ -160,6 +169,7 @@ def _tenant_plan(signature):
                     raise ValueError(f"field {name} of tenant register {reg.name} has no "
                                      f"pulse in the tenant port")
                 fields.append((name, field.offset, action))
+                guarded_fields.discard(name)
             plan.append((reg, None, fields))
             continue
         name, low = reg.name, 0
@@ -178,6 +188,9 @@ def _tenant_plan(signature):
             raise ValueError(f"tenant register {reg.name} needs a {width}-bit member "
                              f"{member!r}")
         plan.append((reg, member, low))
+    if guarded_fields:
+        raise ValueError(f"guarded CTRL field(s) {', '.join(sorted(guarded_fields))} are in no "
+                         f"write-only tenant register")
     return plan
 
 
@@ -251,6 +264,19 @@ class Control(wiring.Component):
             word=held("word", rel[word_bits:], len(self.imem_addr)),
             lane=held("lane", rel[2:word_bits], word_bits - 2))
 
+    def _refused(self, wdec, t, port, w_data):
+        """A write to tenant ``t`` that its running state refuses: a guarded register, or CTRL
+        with a guarded field set."""
+        terms = []
+        for reg, member, extra in self._plan:
+            hit = wdec.reg[reg.name]
+            if reg.guarded:
+                terms.append(hit)
+            elif member is None:
+                terms.append(hit & _any(w_data[offset] for name, offset, _ in extra
+                                        if name in regs.CTRL_GUARDED_FIELDS))
+        return wdec.tenant[t] & port.status.running & _any(terms)
+
     def elaborate(self, platform):
         m = Module()
         bus = self.s_axil
@@ -271,9 +297,12 @@ class Control(wiring.Component):
             m.d.sync += b_valid.eq(0)
         access = Signal()   # a write is answered this cycle...
         write = Signal()    # ... and may change state (registers take whole words only)
-        m.d.comb += [access.eq(aw_full & w_full & ~b_valid),
-                     write.eq(access & (w_strb == _FULL_STROBE))]
+        refused = Signal()  # ... unless it would move or restart a running tenant
         wdec = self._decode(m, bus.awaddr, bus.awvalid & ~aw_full, "w")
+        m.d.comb += [access.eq(aw_full & w_full & ~b_valid),
+                     refused.eq(_any(self._refused(wdec, t, port, w_data)
+                                     for t, port in enumerate(ports))),
+                     write.eq(access & (w_strb == _FULL_STROBE) & ~refused)]
 
         irq_status, irq_enable = Signal(n), Signal(n)
         writable = [wdec.imem]
@@ -299,11 +328,9 @@ class Control(wiring.Component):
                 if reg.access in ("rw", "w"):
                     writable.append(hit)
             irq_ack.append(_any(acks))
-        w1c = Mux(write & wdec.glob[IRQ_REG], w_data[:n], 0)
         finished = Cat(port.finished for port in ports)
-        writable.append(wdec.glob[IRQ_REG])
         # A finish in the same cycle as its acknowledgement wins: an event is never lost.
-        m.d.sync += irq_status.eq(irq_status & ~(w1c | Cat(irq_ack)) | finished)
+        m.d.sync += irq_status.eq(irq_status & ~Cat(irq_ack) | finished)
         m.d.comb += self.irq.eq(irq_status & irq_enable)
 
         m.d.comb += [self.imem_addr.eq(wdec.word),

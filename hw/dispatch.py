@@ -162,8 +162,15 @@ class Dispatch(wiring.Component):
             with m.Default():
                 # INVALID, the undefined encodings, and STREAM (a header, never in a stream).
                 m.d.comb += bad_op.eq(1)
+        # Reserved bits (isa.reserved_mask) set: ILLEGAL, whatever the opcode's other checks.
+        reserved = Signal()
+        with m.Switch(op):
+            for opcode in isa.BODY_OF:
+                with m.Case(opcode):
+                    m.d.comb += reserved.eq(
+                        (insn.as_value() & isa.reserved_mask(opcode)).any())
         to_unit = Cat(target.values()).any()
-        illegal = bad_op | bad_flags | bad_fields | (to_unit & ~in_frame)
+        illegal = bad_op | bad_flags | bad_fields | reserved | (to_unit & ~in_frame)
 
         # ---- per-unit FIFOs and issue
         fifos, heads, pops_ok = {}, {}, {}

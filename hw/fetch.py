@@ -190,7 +190,9 @@ class Fetcher(wiring.Component):
                 m.d.comb += self.running.eq(1)
                 word = header
                 hdr = word.body.stream
+                reserved = word.as_value() & isa.reserved_mask(isa.Opcode.STREAM)
                 with m.If((word.opcode == isa.Opcode.STREAM) & (word.deps.as_value() == 0)
+                          & (reserved == 0)
                           & (hdr.vcore == self.vcore) & (hdr.count == self.vcount)):
                     # Prefetch already while the other cores' headers are checked.
                     m.d.sync += [offset.eq(hdr.offset), mark.eq(self.prog_base + hdr.offset),

@@ -71,6 +71,8 @@ class Bus(abc.ABC):
     config = None
     dram_bytes = 0
     backend = "bus"
+    #: The :class:`vdla.sim.driver.Driver` that owns the tenant indices (one per bus).
+    owner = None
 
     @abc.abstractmethod
     async def write_reg(self, address, value):

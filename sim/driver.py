@@ -1,8 +1,8 @@
 """Async host driver: the API testbenches and ``vdla sim`` use, over any :mod:`.bus` backend.
 
 A :class:`Driver` owns a bus and hands out :class:`Tenant` handles. A handle reaches only its
-own tenant registers (addressed by name through :func:`vdla.regs.tenant_offset`), its own bit
-of IRQ_STATUS, its instruction-memory region and its DRAM segment; handles whose regions,
+own tenant registers (addressed by name through :func:`vdla.regs.tenant_offset`; its
+interrupt is acknowledged through its own CTRL), its instruction-memory region and its DRAM segment; handles whose regions,
 segments or core masks would overlap are refused. The checks and the tensor I/O are the ones
 of the synchronous driver (:class:`vdla.sim.host.TenantView`), so both refuse the same things.
 
@@ -24,7 +24,6 @@ __all__ = ["Driver", "Tenant", "HostError", "region_words", "ctrl_value", "POLL_
 
 _STATUS_FIELDS = isa.flat_fields(regs.Status)
 _CTRL_FIELDS = isa.flat_fields(regs.Ctrl)
-_IRQ_STATUS = regs.register("IRQ_STATUS", regs.GLOBAL_REGS).offset
 #: Cycles between two STATUS reads while waiting for a stop to take effect (a stop raises
 #: no interrupt: it ends at the tenant's next frame boundary).
 POLL_CYCLES = 64
@@ -83,8 +82,8 @@ class Tenant(TenantView):
         is in ``link_ms``."""
         await self._refuse_running("load")
         try:
-            if self.allocation.prog_size is None:
-                self.allocation.prog_size = region_words(program, self.config)
+            if self._allocation.prog_size is None:
+                self._allocation.prog_size = region_words(program, self.config)
             image, self.link_ms = self._link(program)
         except CompileError as error:
             raise HostError(f"tenant {self.index}: {error}") from None
@@ -112,25 +111,43 @@ class Tenant(TenantView):
         await self._write("RUNS", runs)
         await self._write("CTRL", ctrl_value(start=1, irq_enable=1))
 
-    async def stop(self):
+    async def stop(self, timeout=None):
         """Stop at the next frame boundary; return the status once it is no longer running
-        (``done`` instead of ``stopped`` when the last inference ended first)."""
+        (``done`` instead of ``stopped`` when the last inference ended first). Raise
+        :class:`HostError` when it still runs ``timeout`` cycles later (default: no limit)."""
         await self._write("CTRL", ctrl_value(stop=1, irq_enable=1))
+        deadline = None if timeout is None else self.bus.now() + timeout
         status = await self.status()
         while status["running"]:
-            await self.bus.sleep(POLL_CYCLES)
+            if deadline is not None and self.bus.now() >= deadline:
+                raise HostError(f"tenant {self.index}: still running {timeout} cycles after "
+                                f"the stop (a frame that long, or a program that never "
+                                f"reaches a boundary)")
+            await self.bus.sleep(POLL_CYCLES if deadline is None
+                                 else max(1, min(POLL_CYCLES, deadline - self.bus.now())))
             status = await self.status()
         return status
 
-    async def wait(self, check=True):
+    async def wait(self, check=True, timeout=None):
         """Wait for this tenant's interrupt, acknowledge it and return its status; raise
-        :class:`HostError` on a fault unless ``check`` is false."""
-        await self.bus.wait_irq(1 << self.index)
+        :class:`HostError` on a fault unless ``check`` is false, and when no interrupt came
+        within ``timeout`` cycles (default: the bus's own limit)."""
+        mask = 1 << self.index
+        until = None if timeout is None else self.bus.now() + timeout
+        if not await self.bus.wait_irq(mask, until=until) & mask:
+            raise HostError(f"tenant {self.index}: no interrupt within {timeout} cycles "
+                            f"(still running; stop it)")
         status = await self.status()
-        await self.bus.write_reg(_IRQ_STATUS, 1 << self.index)
+        await self._write("CTRL", ctrl_value(irq_ack=1, irq_enable=1))
         if check and status["faulted"]:
             raise HostError(fault_message(self.index, status))
         return status
+
+    async def release(self):
+        """Give the tenant index back to the driver (a stopped tenant only); the handle is
+        then of no further use."""
+        await self._refuse_running("release")
+        del self.owner.handles[self.index]
 
     async def status(self):
         """STATUS decoded, with INFERENCES, CYCLES and FAULT_PC."""
@@ -159,7 +176,7 @@ class Tenant(TenantView):
             raise HostError(f"tenant {self.index}: {error}") from None
         await self.bus.write_imem(allocation.prog_base, image.words)
         await self._write("CORE_MASK", image.registers["CORE_MASK"])
-        self.allocation, self.image, self.link_ms = allocation, image, elapsed
+        self._allocation, self.image, self.link_ms = allocation, image, elapsed
         return elapsed
 
 
@@ -167,6 +184,9 @@ class Driver:
     """The host side of one accelerator reached through ``bus`` (a :class:`vdla.sim.bus.Bus`)."""
 
     def __init__(self, bus):
+        if bus.owner is not None:
+            raise HostError("the bus already has a driver: one driver owns its tenants")
+        bus.owner = self
         self.bus = bus
         self.config = bus.config
         self.dram_bytes = bus.dram_bytes

@@ -70,23 +70,30 @@ class TenantView:
     def __init__(self, owner, index, allocation):
         self.owner, self.index = owner, index
         self.config = owner.config
-        self.allocation = dataclasses.replace(allocation)
+        self._allocation = dataclasses.replace(allocation)
         self.program = None
         self.image = None
 
+    @property
+    def allocation(self):
+        """A copy of the allocation: the one every access is checked against changes only
+        through the view's own methods (load sizes it, reallocate moves its cores)."""
+        return dataclasses.replace(self._allocation)
+
     def _segment_range(self, offset, nbytes):
         """Absolute DRAM byte range of segment bytes ``offset..offset+nbytes``."""
-        size = self.allocation.seg_size
+        size = self._allocation.seg_size
         if offset < 0 or size is None or offset + nbytes > size:
             raise HostError(f"tenant {self.index}: bytes {offset}..{offset + nbytes} are "
                             f"outside its DRAM segment of {size} bytes")
-        base = self.allocation.seg_base + offset
+        base = self._allocation.seg_base + offset
         return base, base + nbytes
 
     def _link(self, program, allocation=None):
         """Link ``program`` for ``allocation`` (default: the view's own) and fill in its unset
         core mask, region and segment sizes; check the confinement; -> (image, link ms)."""
-        alloc = self.allocation if allocation is None else allocation
+        # The view's own allocation changes only once every check has passed.
+        alloc = dataclasses.replace(self._allocation) if allocation is None else allocation
         if alloc.seg_size is None:
             alloc.seg_size = program.segment_size
         start = time.perf_counter()
@@ -101,6 +108,8 @@ class TenantView:
             raise HostError(f"tenant {self.index}: segment 0x{alloc.seg_base:x}+"
                             f"0x{alloc.seg_size:x} exceeds the {self.owner.dram_bytes} bytes "
                             f"of DRAM")
+        if allocation is None:
+            self._allocation = alloc
         return image, elapsed
 
     def _tensor(self, name):

@@ -48,6 +48,7 @@ SYNC_OVERHEAD = 8
 _STATUS_FIELDS = isa.flat_fields(regs.Status)
 _CTRL_FIELDS = isa.flat_fields(regs.Ctrl)
 _RW = {r.name for r in regs.TENANT_REGS if r.access == "rw"}
+_GUARDED = {r.name for r in regs.TENANT_REGS if r.guarded}
 _READ_ONLY = {r.name for r in regs.TENANT_REGS if r.access == "r"}
 
 
@@ -119,12 +120,21 @@ class Machine:
         return self.tenants[tenant]
 
     def write_reg(self, tenant, name, value):
-        """Write a tenant register by name; a CTRL write acts (clear, stop, start, irq)."""
+        """Write a tenant register by name; a CTRL write acts (clear, stop, start, irq).
+
+        While the tenant runs, its allocation registers and a CTRL start or clear are
+        refused, and the write changes nothing (as the control block answers SLVERR)."""
         t = self._tenant(tenant)
         value = int(value)
         if name == "CTRL":
             ctrl = isa.unpack_fields(_CTRL_FIELDS, value)
+            guarded = [f for f in regs.CTRL_GUARDED_FIELDS if ctrl[f]]
+            if t.running and guarded:
+                raise MachineError(f"tenant {tenant} is running: CTRL {' and '.join(guarded)} "
+                                   f"refused (stop it first)")
             t.irq_enable = bool(ctrl["irq_enable"])
+            if ctrl["irq_ack"]:
+                self.irq_status &= ~(1 << tenant)
             if ctrl["clear"]:
                 self.clear(tenant)
             if ctrl["stop"]:
@@ -134,6 +144,8 @@ class Machine:
         elif name in _RW:
             if not 0 <= value < 1 << 32:
                 raise MachineError(f"register {name} is 32 bits wide, not {value:#x}")
+            if t.running and name in _GUARDED:
+                raise MachineError(f"tenant {tenant} is running: its {name} is refused")
             t.regs[name] = value
         elif name in _READ_ONLY:
             raise MachineError(f"register {name} is read-only")
@@ -171,11 +183,9 @@ class Machine:
         return values[name]
 
     def write_global(self, name, value):
-        """Write a global register: IRQ_STATUS clears the bits written as 1 (the rest are
-        read-only)."""
-        if name == "IRQ_STATUS":
-            self.irq_status &= ~int(value)
-        elif name in {reg.name for reg in regs.GLOBAL_REGS}:
+        """Every global register is read-only (a tenant acknowledges its interrupt through
+        its own CTRL)."""
+        if name in {reg.name for reg in regs.GLOBAL_REGS}:
             raise MachineError(f"register {name} is read-only")
         else:
             raise MachineError(f"no global register {name!r}")
@@ -213,15 +223,13 @@ class Machine:
         if t.running:
             raise MachineError(f"tenant {tenant} is already running")
         mask = t.regs["CORE_MASK"]
-        for other in self.tenants:
-            if other.running and other.mask & mask:
-                raise MachineError(f"tenant {tenant}'s core mask 0x{mask:x} overlaps running "
-                                   f"tenant {other.index}'s 0x{other.mask:x}")
+        taken = [other for other in self.tenants if other.running and other.mask & mask]
         t.mask = mask
         t.cores = [c for c in range(mask.bit_length()) if mask >> c & 1]
-        for c in t.cores:
-            if c < len(self.cores):
-                self.cores[c].clear()
+        if not taken:
+            for c in t.cores:
+                if c < len(self.cores):
+                    self.cores[c].clear()
         t.base, t.size = t.regs["PROG_BASE"], t.regs["PROG_SIZE"]
         t.segment = Segment(self.dram, t.regs["SEG_BASE_LO"] | t.regs["SEG_BASE_HI"] << 32,
                             t.regs["SEG_SIZE_LO"] | t.regs["SEG_SIZE_HI"] << 32)
@@ -231,6 +239,11 @@ class Machine:
         t.fault, t.fault_core, t.fault_pc, t.fault_reason = Fault.NONE, 0, 0, ""
         self.irq_status &= ~(1 << tenant)
         try:
+            if taken:
+                # As the dispatch: the start faults, the running tenant keeps its cores.
+                raise TenantFault(Fault.CORES, f"core mask 0x{mask:x} overlaps running tenant "
+                                               f"{taken[0].index}'s 0x{taken[0].mask:x}",
+                                  t.base, t.cores[0])
             self._read_headers(t)
         except TenantFault as fault:
             self._fault(t, fault)
@@ -315,8 +328,10 @@ class Machine:
             f = dec.fields
             if (dec.opcode != isa.Opcode.STREAM or dec.illegal or f["vcore"] != k
                     or f["count"] != count):
+                # Reported by the core that fetched the header (the lowest of those failing).
                 raise TenantFault(Fault.CORES, f"region word {k} is not STREAM header {k} of "
-                                               f"{count} (core mask 0x{t.mask:x})", t.base + k, first)
+                                               f"{count} (core mask 0x{t.mask:x})", t.base + k,
+                                  t.cores[k])
             t.starts.append(f["offset"])
         t.pcs = list(t.starts)
 

@@ -14,6 +14,8 @@ __all__ = ["TenantFault", "Decoded", "Decoder", "FLAG_NAMES"]
 
 FLAG_NAMES = ("pop_prev", "pop_next", "push_prev", "push_next")
 _OPCODES = {op.value: op for op in isa.Opcode if op != isa.Opcode.INVALID}
+#: Per opcode, the bits that must be zero (isa.reserved_mask).
+_RESERVED = {op: isa.reserved_mask(op) for op in isa.BODY_OF}
 
 #: Dependency flags each unit may carry: LOAD has no upstream neighbour, SAVE no downstream
 #: one; SETUP and control words carry none.
@@ -104,4 +106,6 @@ class Decoder:
             return Decoded(None, flags, {}, f"undefined opcode {head['opcode']}")
         view = isa.BODY_OF[opcode]
         fields = isa.unpack_fields(isa.FIELDS[view], word) if view else {}
+        if word & _RESERVED[opcode]:
+            return Decoded(opcode, flags, fields, f"{opcode.name} with reserved bits set")
         return Decoded(opcode, flags, fields, _static_check(opcode, flags, fields))

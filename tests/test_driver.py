@@ -140,6 +140,29 @@ def test_clock_orders_interrupts_by_estimated_cycles(digits):
 
 # ------------------------------------------------------------------ the driver
 
+def test_wait_and_stop_time_out(digits):
+    """A tenant running until stopped: wait gives up after its timeout, in cycles; a stop
+    with room ends it at a frame boundary, one with none gives up."""
+    _, program = digits
+
+    async def body():
+        bus = IssBus(CFG, 0x20000)
+        driver = Driver(bus)
+        handle = await driver.tenant(0, Allocation(cores=1, seg_base=0))
+        await handle.load(program)
+        await handle.write_input("input", sample(program, 0))
+        await handle.start(runs=0)
+        t0 = bus.now()
+        with pytest.raises(HostError, match="no interrupt within 5000 cycles"):
+            await handle.wait(timeout=5000)
+        assert 5000 <= bus.now() - t0 < 5000 + 100_000     # up to one estimated phase late
+        with pytest.raises(HostError, match="still running 0 cycles after the stop"):
+            await handle.stop(timeout=0)
+        status = await handle.stop(timeout=1_000_000)
+        assert status["stopped"] and not status["running"] and not status["faulted"]
+    run(body())
+
+
 def test_handles_are_confined(digits):
     _, program = digits
 
@@ -150,20 +173,26 @@ def test_handles_are_confined(digits):
         await a.load(program)
         size = region_words(program, CFG)
         assert a.allocation.prog_size == size        # room for any re-allocation
-        b = await driver.tenant(2, Allocation(cores=1, core_mask=0b100, prog_base=size - 1,
+        refused = [
+            (Allocation(cores=1, core_mask=0b100, prog_base=size - 1, seg_base=0x10000),
+             "program region overlaps tenant 1"),
+            (Allocation(cores=1, core_mask=0b100, prog_base=size, seg_base=0x1000),
+             "DRAM segment overlaps tenant 1"),
+            (Allocation(cores=1, core_mask=0b10, prog_base=size, seg_base=0x10000),
+             "cores overlap tenant 1")]
+        for allocation, match in refused:
+            b = await driver.tenant(2, allocation)
+            with pytest.raises(HostError, match=match):
+                await b.load(program)
+            await b.release()       # the refused load took nothing; the index goes back
+        b = await driver.tenant(2, Allocation(cores=1, core_mask=0b100, prog_base=size,
                                               seg_base=0x10000))
-        with pytest.raises(HostError, match="program region overlaps tenant 1"):
-            await b.load(program)
-        b.allocation.prog_base, b.allocation.prog_size = size, None
-        b.allocation.seg_base, b.allocation.seg_size = 0x1000, None
-        with pytest.raises(HostError, match="DRAM segment overlaps tenant 1"):
-            await b.load(program)
-        b.allocation.seg_base, b.allocation.seg_size = 0x10000, None
-        b.allocation.core_mask = 0b10
-        with pytest.raises(HostError, match="cores overlap tenant 1"):
-            await b.load(program)
-        b.allocation.core_mask = 0b100
         await b.load(program)
+        b.allocation.seg_base = 0       # a copy: the handle's own allocation stays
+        with pytest.raises(AttributeError):
+            b.allocation = Allocation(cores=1)
+        with pytest.raises(HostError, match="already has a driver"):
+            Driver(bus)
         for call in (driver.tenant(1, Allocation(cores=1)), driver.tenant(9, Allocation(1))):
             with pytest.raises(HostError, match="already has a handle|does not exist"):
                 await call

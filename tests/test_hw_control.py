@@ -16,7 +16,7 @@ from vdla.config import get_config
 from vdla.hw.axi import Resp
 from vdla.hw.control import Control, control_addr_width
 from vdla.regs import Fault, Register
-from vdla.sim.iss import Machine
+from vdla.sim.iss import Machine, MachineError
 
 CFG = get_config("small")
 #: Three tenants and an instruction memory that is not a power of two deep.
@@ -105,7 +105,7 @@ def test_register_map_is_served():
     # same tables, so a register the block builds but mis-serves fails there.
     Fragment.get(Control(CFG), None)
     assert set(RW) == {name for names in HELD.values() for name in names}
-    assert {"start", "stop", "clear", "irq_enable"} == set(CTRL)
+    assert {"start", "stop", "clear", "irq_enable", "irq_ack"} == set(CTRL)
 
 
 def test_addr_width():
@@ -186,9 +186,9 @@ def test_ctrl_pulses():
 
     async def bench(ctx, dut, master, events):
         for t in range(CFG.tenants):
-            for bits in range(16):
+            for bits in range(1 << len(CTRL)):
                 value = sum(CTRL[name] for k, name in enumerate(CTRL) if bits >> k & 1)
-                value |= rng.getrandbits(28) << 4       # reserved bits are ignored
+                value |= rng.getrandbits(32) & ~sum(CTRL.values())  # reserved: ignored
                 assert await master.write(regs.tenant_offset(t, "CTRL"), value) == Resp.OKAY
                 want = [(t, name) for name in PULSES if value & CTRL[name]]
                 assert sorted(await take(master, events)) == sorted(want), (t, value)
@@ -213,8 +213,10 @@ def test_irq_status_and_lines():
         await expect(0b0110, 0b0010)
         await master.write(ctrl[2], CTRL["irq_enable"] | CTRL["stop"])
         await expect(0b0110, 0b0110)            # stop leaves the bit
-        assert await master.write(irq, 0b1100) == Resp.OKAY
-        await expect(0b0010, 0b0010)            # write 1 to clear
+        assert await master.write(irq, 0b1100) == Resp.SLVERR      # read-only
+        await expect(0b0110, 0b0110)
+        await master.write(ctrl[2], CTRL["irq_enable"] | CTRL["irq_ack"])
+        await expect(0b0010, 0b0010)            # each tenant acknowledges its own bit
         await master.write(ctrl[1], CTRL["irq_enable"] | CTRL["start"])
         await expect(0, 0)
         await pulse(ctx, [finished[1]])
@@ -228,7 +230,8 @@ def test_irq_status_and_lines():
         await master.write(ctrl[0], CTRL["irq_enable"])
         await master.write(ctrl[3], CTRL["irq_enable"])
         await expect(0b1111, 0b1011)
-        await master.write(irq, WORD)
+        for t in range(CFG.tenants):
+            await master.write(ctrl[t], CTRL["irq_ack"])
         await expect(0, 0)
 
     simulate(bench)
@@ -274,6 +277,56 @@ def bad_accesses(config):
     bad += [(k, a, 0xF) for a in unmapped for k in "rw"]
     bad += [("r", regs.imem_offset(w) + 4 * k, 0xF) for w in (0, 1) for k in range(4)]
     return bad
+
+
+GUARDED = [r.name for r in regs.TENANT_REGS if r.guarded]
+
+
+def test_running_tenant_allocation_is_guarded():
+    """While a tenant runs, writes to its allocation and CTRL start/clear answer SLVERR and
+    change nothing, as the golden model refuses them; stop, irq_ack, RUNS and the other
+    tenants' registers stay writable."""
+    golden = Machine(CFG, 64)
+    running = 1
+    golden.tenants[running].running = True
+
+    async def bench(ctx, dut, master, events):
+        ctx.set(dut.tenants[running].status.running, 1)
+        await pulse(ctx, [dut.tenants[running].finished])
+        cases = [(t, name, 0x5A5A_0000 + k) for t in (0, running) for k, name in
+                 enumerate(GUARDED + ["RUNS"])]
+        cases += [(t, "CTRL", CTRL[f] | CTRL["irq_enable"]) for t in (0, running)
+                  for f in ("start", "clear", "stop", "irq_ack")]
+        for t, name, value in cases:
+            before = port_state(ctx, dut), await master.read(glob("IRQ_STATUS"))
+            resp = await master.write(regs.tenant_offset(t, name), value)
+            seen = await take(master, events)
+            try:
+                golden.write_reg(t, name, value)
+                refused = False
+            except MachineError:
+                refused = True
+            if t == 0 and name == "CTRL" and value & CTRL["start"]:
+                golden.tenants[0].running = False       # the port models no dispatch
+            assert resp == (Resp.SLVERR if refused else Resp.OKAY), (t, name)
+            restarts = name == "CTRL" and value & (CTRL["start"] | CTRL["clear"]) != 0
+            assert refused == (t == running and (name in GUARDED or restarts)), (t, name)
+            if refused:
+                assert seen == [], (t, name)
+                after = port_state(ctx, dut), await master.read(glob("IRQ_STATUS"))
+                assert after == before, (t, name)
+            elif name in HELD_REGS:
+                assert await master.read(regs.tenant_offset(t, name)) == (value, Resp.OKAY)
+        # The acknowledgement while running cleared the bit; the guard holds no state.
+        assert await master.read(glob("IRQ_STATUS")) == (0, Resp.OKAY)
+        ctx.set(dut.tenants[running].status.running, 0)
+        for name in GUARDED:
+            assert await master.write(regs.tenant_offset(running, name), 7) == Resp.OKAY
+
+    simulate(bench)
+
+
+HELD_REGS = {name for names in HELD.values() for name in names}
 
 
 @pytest.mark.parametrize("config", [CFG, ODD], ids=lambda c: c.name)

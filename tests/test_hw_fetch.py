@@ -109,6 +109,7 @@ def test_stalls_follow_ready_and_region_base():
     (header(1, vcore=1), Fault.CORES),
     (E(Op.FRAME), Fault.CORES),
     (isa.encode(Op.STREAM, {"pop_prev": 1}, vcore=0, count=1, offset=1), Fault.CORES),
+    (header(1) | 1 << (isa.INSN_BITS - 1), Fault.CORES),        # a reserved bit set
 ])
 def test_bad_header(hdr, fault):
     out = run([hdr, E(Op.FRAME), E(Op.END)], prog_base=2)

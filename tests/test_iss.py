@@ -576,7 +576,7 @@ def test_barrier_holds_every_core_until_all_arrive():
         assert m.status(0)["cycles"] > 0
 
 
-def test_overlapping_masks_refused_and_disjoint_tenants_complete():
+def test_overlapping_masks_fault_and_disjoint_tenants_complete():
     m = Machine(CFG, 0x10000)
     check_good = good_tenant(m)
     seg = Seg()
@@ -584,8 +584,12 @@ def test_overlapping_masks_refused_and_disjoint_tenants_complete():
     install(m, 1, region([frame + [E(Op.END)]]), mask=0b0011, prog_base=BAD_BASE, seg=seg,
             seg_base=BAD_SEG, seg_size=SEG_BYTES)
     m.start(0)
-    with pytest.raises(MachineError, match="overlaps running tenant 0"):
-        m.start(1)
+    m.start(1)          # as the dispatch: the start faults CORES at the lowest requested core
+    status = m.status(1)
+    assert status["faulted"] and status["fault"] == Fault.CORES
+    assert (status["fault_core"], status["fault_pc"]) == (0, BAD_BASE)
+    assert "overlaps running tenant 0" in status["fault_reason"]
+    assert m.status(0)["running"] and m.irq_status == 0b10
     m.write_reg(1, "CORE_MASK", 0b1000)
     m.start(1)
     m.run()
@@ -611,6 +615,12 @@ def test_runs_ctrl_status_and_stop():
         m.run()
     m.run(max_phases=5)
     assert m.read_reg(0, "INFERENCES") == 5 and m.status(0)["running"]
+    for name, value in (("CTRL", 0b1100), ("CTRL", 0b1001), ("CORE_MASK", 0b10),
+                        ("SEG_BASE_LO", 0)):
+        with pytest.raises(MachineError, match="running"):      # nothing changes
+            m.write_reg(0, name, value)
+    assert m.tenants[0].irq_enable is False and m.read_reg(0, "CORE_MASK") == 1
+    m.write_reg(0, "RUNS", 0)
     m.write_reg(0, "CTRL", 0b10)         # stop
     m.run()
     assert m.status(0)["stopped"] and not m.status(0)["running"]
@@ -625,15 +635,20 @@ def test_host_confines_handles():
     host = host_mod.Host(CFG, 0x20000)
     a = host.tenant(0, Allocation(cores=2, prog_base=0, seg_base=0))
     a.load(program)
-    b = host.tenant(1, Allocation(cores=1, core_mask=0b100, prog_base=10, seg_base=0x10000))
+    bad = host.tenant(1, Allocation(cores=1, core_mask=0b100, prog_base=10, seg_base=0x10000))
     with pytest.raises(host_mod.HostError, match="program region overlaps"):
-        b.load(program)
-    b.allocation.prog_base, b.allocation.prog_size = 4000, None
-    b.allocation.seg_base, b.allocation.seg_size = 0x800, None
+        bad.load(program)
+    bad = host.tenant(2, Allocation(cores=1, core_mask=0b100, prog_base=4000, seg_base=0x800))
     with pytest.raises(host_mod.HostError, match="segment overlaps"):
-        b.load(program)
-    b.allocation.seg_base, b.allocation.seg_size = 0x10000, None
-    b.load(program)
+        bad.load(program)
+    b = host.tenant(3, Allocation(cores=1, core_mask=0b100, prog_base=4000, seg_base=0x10000))
+    b.load(program)       # the refused loads took nothing
+    # A handle's allocation cannot be changed from outside: it hands out copies.
+    b.allocation.seg_base = 0
+    b.write_segment(0, program.weights[:8])     # where its own weights are
+    assert host.machine.dram[:len(program.weights)].tobytes() == program.weights
+    with pytest.raises(AttributeError):
+        b.allocation = Allocation(cores=1, seg_base=0)
     with pytest.raises(host_mod.HostError, match="outside its DRAM segment"):
         b.write_segment(program.segment_size - 4, b"12345678")
     with pytest.raises(host_mod.HostError, match="expected int8"):

@@ -86,7 +86,8 @@ def isa_markdown():
 
 def _reg_table(block, base):
     rows = ["| offset | name | access | description |", "|---|---|---|---|"]
-    rows += [f"| 0x{base + r.offset:04X} | `{r.name}` | {r.access} | {r.doc} |" for r in block]
+    rows += [f"| 0x{base + r.offset:04X} | `{r.name}` | {r.access}{' (guarded)' * r.guarded} "
+             f"| {r.doc} |" for r in block]
     return "\n".join(rows)
 
 
@@ -105,6 +106,10 @@ def registers_markdown():
         "",
         f"## Tenant registers (tenant t at 0x{regs.TENANT_BASE:X} + t * "
         f"0x{regs.TENANT_STRIDE:X})",
+        "",
+        "A *guarded* register is the tenant's allocation: while the tenant runs, a write to it "
+        "answers SLVERR and changes nothing, as does a CTRL write with "
+        f"{' or '.join(f'`{f}`' for f in regs.CTRL_GUARDED_FIELDS)} set.",
         "",
         _reg_table(regs.TENANT_REGS, 0),
         "",

@@ -34,11 +34,11 @@ __all__ = [
     "Opcode", "Buffer", "MiscFunc", "Unit", "Deps",
     "DmaFields", "SetupFields", "ConvFields", "MiscFields", "FrameFields", "SyncFields",
     "StreamFields", "Body", "Insn", "PostParams", "BODY_OF", "UNIT_OF",
-    "encode", "encode_const", "decode", "flat_fields", "FIELDS", "POST_FIELDS", "pack_fields", "unpack_fields",
+    "encode", "encode_const", "decode", "reserved_mask", "flat_fields", "FIELDS", "POST_FIELDS", "pack_fields", "unpack_fields",
 ]
 
 #: Bumped whenever an encoding or a semantic rule below changes; part of every config hash.
-ISA_VERSION = 1
+ISA_VERSION = 2
 #: Bytes per DMA word (unit of LOAD/SAVE lengths and strides).
 WORD_BYTES = 8
 INSN_BITS = 128
@@ -247,7 +247,8 @@ class Body(data.Union):
 
 
 class Insn(data.Struct):
-    """One 128-bit instruction word."""
+    """One 128-bit instruction word. The body bits an opcode's view does not define are
+    reserved and must be zero: a word with any set is ILLEGAL (a STREAM header, CORES)."""
     opcode: Opcode
     deps: Deps
     body: Body
@@ -290,6 +291,18 @@ UNIT_OF = {
     Opcode.CONV: Unit.COMPUTE, Opcode.MISC: Unit.COMPUTE, Opcode.FRAME: Unit.CONTROL,
     Opcode.SYNC: Unit.CONTROL, Opcode.END: Unit.CONTROL, Opcode.STREAM: Unit.CONTROL,
 }
+
+
+def reserved_mask(opcode):
+    """Bits of an ``opcode`` word that its body does not define (all of END's body): they must
+    be zero, and a word with any of them set is ILLEGAL (a STREAM header with any set does
+    not check out: CORES). Zero, not "ignored", so that no encoding space is ever taken by a
+    program that happens to run, and both models refuse the same words."""
+    insn = data.Layout.cast(Insn)
+    body = insn["body"]
+    view = BODY_OF[Opcode(opcode)]
+    used = data.Layout.cast(body.shape)[view].width if view else 0
+    return ((1 << INSN_BITS) - 1) & ~((1 << (body.offset + used)) - 1)
 
 
 def encode(opcode, deps=None, **fields):

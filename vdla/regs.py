@@ -15,7 +15,7 @@ from amaranth.hdl import unsigned
 from amaranth.lib import data, enum
 
 __all__ = ["Fault", "Ctrl", "Status", "Register", "GLOBAL_REGS", "TENANT_REGS",
-           "TENANT_BASE", "TENANT_STRIDE", "IMEM_BASE", "tenant_offset", "imem_offset",
+           "TENANT_BASE", "TENANT_STRIDE", "IMEM_BASE", "CTRL_GUARDED_FIELDS", "tenant_offset", "imem_offset",
            "register"]
 
 TENANT_BASE = 0x100
@@ -36,12 +36,16 @@ class Fault(enum.Enum, shape=4):
 
 class Ctrl(data.Struct):
     """CTRL (write): ``start`` runs RUNS inferences, ``stop`` halts at the next frame boundary,
-    ``clear`` resets STATUS and counters, ``irq_enable`` gates the done interrupt."""
+    ``clear`` resets STATUS and counters, ``irq_enable`` gates the done interrupt (every CTRL
+    write sets it), ``irq_ack`` clears the tenant's IRQ_STATUS bit (as ``start`` and ``clear``
+    do). A write with ``start`` or ``clear`` while the tenant runs is refused (SLVERR) and
+    changes nothing."""
     start: 1
     stop: 1
     clear: 1
     irq_enable: 1
-    reserved: unsigned(28)
+    irq_ack: 1
+    reserved: unsigned(27)
 
 
 class Status(data.Struct):
@@ -62,6 +66,9 @@ class Register:
     access: str     # "r", "w", "rw"
     doc: str
     layout: object = None
+    #: Part of the tenant's allocation: a write while the tenant runs is refused (SLVERR) and
+    #: changes nothing, so no master can move a running tenant's cores, program or segment.
+    guarded: bool = False
 
 
 GLOBAL_REGS = (
@@ -72,19 +79,27 @@ GLOBAL_REGS = (
     Register("CORES", 0x10, "r", "Number of physical cores."),
     Register("TENANTS", 0x14, "r", "Number of tenant register blocks."),
     Register("IMEM_DEPTH", 0x18, "r", "Instruction memory depth in 128-bit words."),
-    Register("IRQ_STATUS", 0x1C, "rw", "Bit t: tenant t finished or faulted; write 1 to clear."),
+    Register("IRQ_STATUS", 0x1C, "r", "Bit t: tenant t finished or faulted; cleared by tenant "
+             "t's own CTRL (irq_ack, start or clear), never by another tenant's write."),
 )
 
 TENANT_REGS = (
-    Register("CTRL", 0x00, "w", "Start / stop / clear.", Ctrl),
+    Register("CTRL", 0x00, "w", "Start / stop / clear; interrupt enable and acknowledge.", Ctrl),
     Register("STATUS", 0x04, "r", "Running, done, fault code and faulting core.", Status),
-    Register("CORE_MASK", 0x08, "rw", "Physical cores owned; virtual core k is the k-th set bit."),
-    Register("PROG_BASE", 0x0C, "rw", "First instruction-memory word of the program region."),
-    Register("PROG_SIZE", 0x10, "rw", "Words in the program region; fetches past it fault."),
-    Register("SEG_BASE_LO", 0x14, "rw", "DRAM segment base address, low 32 bits."),
-    Register("SEG_BASE_HI", 0x18, "rw", "DRAM segment base address, high 32 bits."),
-    Register("SEG_SIZE_LO", 0x1C, "rw", "DRAM segment size in bytes, low 32 bits."),
-    Register("SEG_SIZE_HI", 0x20, "rw", "DRAM segment size in bytes, high 32 bits."),
+    Register("CORE_MASK", 0x08, "rw", "Physical cores owned; virtual core k is the k-th set bit.",
+             guarded=True),
+    Register("PROG_BASE", 0x0C, "rw", "First instruction-memory word of the program region.",
+             guarded=True),
+    Register("PROG_SIZE", 0x10, "rw", "Words in the program region; fetches past it fault.",
+             guarded=True),
+    Register("SEG_BASE_LO", 0x14, "rw", "DRAM segment base address, low 32 bits.",
+             guarded=True),
+    Register("SEG_BASE_HI", 0x18, "rw", "DRAM segment base address, high 32 bits.",
+             guarded=True),
+    Register("SEG_SIZE_LO", 0x1C, "rw", "DRAM segment size in bytes, low 32 bits.",
+             guarded=True),
+    Register("SEG_SIZE_HI", 0x20, "rw", "DRAM segment size in bytes, high 32 bits.",
+             guarded=True),
     Register("RUNS", 0x24, "rw", "Inferences per start (0: until stopped)."),
     Register("INFERENCES", 0x28, "r", "Inferences completed since the last clear."),
     Register("CYCLES_LO", 0x2C, "r", "Cycles spent running since the last clear, low half."),
@@ -93,6 +108,9 @@ TENANT_REGS = (
 )
 
 ID_VALUE = 0x414C4456
+#: CTRL fields refused while the tenant runs: a running tenant is neither restarted nor has
+#: its status cleared under it (stop first).
+CTRL_GUARDED_FIELDS = ("start", "clear")
 
 
 def register(name, block=TENANT_REGS):
