@@ -2,9 +2,9 @@
 
 Yosys ships behavioural models of most ECP5 and iCE40 cells (``cells_sim_ecp5.v``,
 ``ice40/cells_sim.v``), but none of the ECP5's MULT18X18D. :data:`MULT18X18D_MODEL` models the
-one configuration the gateware's "dsp" multipliers use (the documented behaviour of the block:
-A and B registered on CLK0 when CE0 is high, their signed product registered likewise,
-synchronous RST0) and stops the simulation on any other configuration. What a netlist check
+configurations Yosys maps the gateware's multipliers to (the documented behaviour of the
+block: A, B and their signed product each either registered on CLK0 when CE0 is high, with
+synchronous RST0, or passed straight through) and stops the simulation on any other. What a netlist check
 checks is therefore the netlist: operand extension, bit order, clock enables and latency, not
 the silicon.
 """
@@ -21,7 +21,8 @@ _PORTS = ([f"A{k}" for k in range(18)] + [f"B{k}" for k in range(18)]
           + [f"C{k}" for k in range(18)] + ["SIGNEDA", "SIGNEDB", "SOURCEA", "SOURCEB"]
           + [f"{pin}{k}" for pin in ("CLK", "CE", "RST") for k in range(4)])
 
-#: Behavioural model of the one MULT18X18D configuration the multipliers use.
+#: Behavioural model of the MULT18X18D configurations the gateware's multipliers are mapped
+#: to: each of A, B and the product registered on CLK0 (CE0, synchronous RST0) or not.
 MULT18X18D_MODEL = f"""
 module MULT18X18D({", ".join(_PORTS + [f"P{k}" for k in range(36)])});
   parameter REG_INPUTA_CLK = "NONE", REG_INPUTA_CE = "CE0", REG_INPUTA_RST = "RST0";
@@ -35,10 +36,15 @@ module MULT18X18D({", ".join(_PORTS + [f"P{k}" for k in range(36)])});
   wire [17:0] b = {{{", ".join(f"B{k}" for k in reversed(range(18)))}}};
   reg [17:0] ra = 0, rb = 0;
   reg [35:0] rp = 0;
-  wire signed [37:0] p = $signed({{SIGNEDA & ra[17], ra}}) * $signed({{SIGNEDB & rb[17], rb}});
-  assign {{{", ".join(f"P{k}" for k in reversed(range(36)))}}} = rp;
+  wire [17:0] ia = REG_INPUTA_CLK == "CLK0" ? ra : a;
+  wire [17:0] ib = REG_INPUTB_CLK == "CLK0" ? rb : b;
+  wire signed [37:0] p = $signed({{SIGNEDA & ia[17], ia}}) * $signed({{SIGNEDB & ib[17], ib}});
+  assign {{{", ".join(f"P{k}" for k in reversed(range(36)))}}} =
+    REG_OUTPUT_CLK == "CLK0" ? rp : p[35:0];
   initial begin
-    if (REG_INPUTA_CLK != "CLK0" || REG_INPUTB_CLK != "CLK0" || REG_OUTPUT_CLK != "CLK0"
+    if ((REG_INPUTA_CLK != "CLK0" && REG_INPUTA_CLK != "NONE")
+        || (REG_INPUTB_CLK != "CLK0" && REG_INPUTB_CLK != "NONE")
+        || (REG_OUTPUT_CLK != "CLK0" && REG_OUTPUT_CLK != "NONE")
         || REG_INPUTA_CE != "CE0" || REG_INPUTB_CE != "CE0" || REG_OUTPUT_CE != "CE0"
         || REG_INPUTA_RST != "RST0" || REG_INPUTB_RST != "RST0" || REG_OUTPUT_RST != "RST0"
         || REG_PIPELINE_CLK != "NONE" || RESETMODE != "SYNC")

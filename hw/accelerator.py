@@ -104,7 +104,7 @@ class Accelerator(wiring.Component):
                 fetcher.go.eq(link.go), fetcher.sync_release.eq(link.sync_release),
                 fetcher.prog_base.eq(link.prog_base), fetcher.prog_size.eq(link.prog_size),
                 fetcher.vcore.eq(link.vcore), fetcher.vcount.eq(link.vcount),
-                core.start.eq(link.core_start),
+                core.start.eq(link.core_start), core.cancel.eq(link.core_cancel),
                 core.seg_base.eq(link.seg_base), core.seg_size.eq(link.seg_size),
                 link.header_ready.eq(fetcher.header_ready),
                 link.sync_wait.eq(fetcher.sync_wait),
@@ -112,6 +112,6 @@ class Accelerator(wiring.Component):
                 link.done.eq(fetcher.done), link.boundary_pc.eq(fetcher.boundary_pc),
                 link.fault_valid.eq(fetcher.fault_valid), link.fault.eq(fetcher.fault),
                 link.fault_pc.eq(fetcher.fault_pc),
-                link.core_idle.eq(core.idle),
+                link.core_idle.eq(core.idle), link.core_quiet.eq(core.quiet),
             ]
         return m

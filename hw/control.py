@@ -69,9 +69,9 @@ class TenantPortSignature(wiring.Signature):
 
     Members
     -------
-    core_mask, prog_base, prog_size, runs : ``Out(32)``; seg_base, seg_size : ``Out(64)``
+    core_mask, prog_base, prog_size, runs : ``Out(32)``; seg_base, seg_size, budget : ``Out(64)``
         Register values as written (checked by the dispatch, not here).
-    start, stop, clear : ``Out(1)``
+    start, stop, clear, abort : ``Out(1)``
         One-cycle pulses from a CTRL write with the bit set (several may come together).
     status : ``In(regs.Status)``; inferences, fault_pc : ``In(32)``; cycles : ``In(64)``
         The dispatch's state, read through STATUS, INFERENCES, CYCLES_LO/HI and FAULT_PC.
@@ -87,8 +87,8 @@ class TenantPortSignature(wiring.Signature):
         self._config = config
         super().__init__({
             "core_mask": Out(32), "prog_base": Out(32), "prog_size": Out(32),
-            "seg_base": Out(64), "seg_size": Out(64), "runs": Out(32),
-            "start": Out(1), "stop": Out(1), "clear": Out(1),
+            "seg_base": Out(64), "seg_size": Out(64), "runs": Out(32), "budget": Out(64),
+            "start": Out(1), "stop": Out(1), "clear": Out(1), "abort": Out(1),
             "status": In(regs.Status),
             "inferences": In(32), "cycles": In(64), "fault_pc": In(32),
             "finished": In(1),

@@ -6,10 +6,13 @@ master whose read half is the LOAD unit's and whose write half is the SAVE unit'
 
 ``start`` prepares the core for a new tenant (ISA rule: buffers are zeroed when a tenant
 starts): the dispatch is flushed, the units are let finish whatever they were doing, every
-buffer is cleared, and only then are instructions taken again.
+buffer is cleared, and only then are instructions taken again. With ``cancel`` (a host's
+abort) the units abandon their work instead: COMPUTE is reset, LOAD and SAVE issue no new
+burst and only complete those already on the bus, so the core is back within a bound
+whatever the program.
 """
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, ResetInserter, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -53,10 +56,15 @@ class Core(wiring.Component):
         DRAM.
     start : ``In(1)``
         Pulse: a tenant starts on this core (flush, wait for the units, clear the buffers).
+    cancel : ``In(1)``
+        Pulse, with ``start`` or while preparing: the units abandon their work.
     ready : ``Out(1)``
         Not preparing for a tenant (``start`` is over).
     idle : ``Out(1)``
         Ready, queues empty, units idle, writes acknowledged.
+    quiet : ``Out(1)``
+        Nothing of the last tenant can move any more: idle, or clearing the buffers after a
+        ``start`` (the core takes no instruction until the clear is over).
     fault, fault_valid, fault_index : ``Out``
         From the dispatch: the first fault and the offset of its word from the first word
         after the last FRAME / SYNC / END taken.
@@ -76,8 +84,10 @@ class Core(wiring.Component):
             "seg_size": In(64),
             "m_axi": Out(AXI4Signature(ADDR_BITS, config.bus_bits)),
             "start": In(1),
+            "cancel": In(1),
             "ready": Out(1),
             "idle": Out(1),
+            "quiet": Out(1),
             "fault": Out(Fault),
             "fault_valid": Out(1),
             "fault_index": Out(self.dispatch.index_bits),
@@ -97,7 +107,8 @@ class Core(wiring.Component):
         m.submodules.dispatch = dispatch = self.dispatch
         m.submodules.buffers = buffers = self.buffers
         m.submodules.load = load = self.load
-        m.submodules.compute = compute = self.compute
+        compute, cancel_compute = self.compute, Signal()
+        m.submodules.compute = ResetInserter(cancel_compute)(compute)
         m.submodules.save = save = self.save
 
         for name, unit in (("load", load), ("compute", compute), ("save", save)):
@@ -116,19 +127,27 @@ class Core(wiring.Component):
 
         units_idle = Cat(load.idle, compute.idle, save.idle).all()
         flush = Signal()
+        cancelling = Signal()
+        clearing = Signal()
         with m.FSM(name="prepare"):
             with m.State("Run"):
                 m.d.comb += self.ready.eq(1)
                 with m.If(self.start):
+                    m.d.sync += cancelling.eq(self.cancel)
                     m.next = "Wait-Units"
             with m.State("Wait-Units"):
                 # Held in flush, the dispatch issues nothing more and forgets the tokens
-                # of the instructions still finishing.
-                m.d.comb += flush.eq(1)
+                # of the instructions still finishing (or abandoned, when cancelling).
+                m.d.comb += [flush.eq(1), cancel_compute.eq(cancelling),
+                             load.cancel.eq(cancelling), save.cancel.eq(cancelling)]
+                with m.If(self.cancel):
+                    m.d.sync += cancelling.eq(1)
                 with m.If(units_idle):
+                    m.d.sync += cancelling.eq(0)
                     m.d.comb += buffers.clear.eq(1)
                     m.next = "Clear-Buffers"
             with m.State("Clear-Buffers"):
+                m.d.comb += clearing.eq(1)
                 with m.If(~buffers.clear_busy):
                     m.next = "Run"
 
@@ -139,6 +158,7 @@ class Core(wiring.Component):
             self.insn.ready.eq(dispatch.insn.ready & self.ready),
             compute.clear.eq(dispatch.compute_clear | self.start),
             self.idle.eq(self.ready & dispatch.idle),
+            self.quiet.eq(self.idle | clearing),
             self.fault.eq(dispatch.fault),
             # A fault of the previous tenant is forgotten once ``start`` has flushed it.
             self.fault_valid.eq(dispatch.fault_valid & self.ready),

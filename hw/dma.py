@@ -17,7 +17,9 @@ beats are narrow transfers on the byte lanes their address selects, as AXI4 defi
 
 An error response (``SLVERR``/``DECERR``) ends the instruction with fault SEGMENT: no new
 burst is issued, the outstanding ones are completed (their W data is still sent, as the
-protocol requires), and LOAD does not write the words of error beats.
+protocol requires), and LOAD does not write the words of error beats. ``cancel`` (held while
+the core is aborted) ends the instruction the same way, without a fault: within the
+outstanding bursts' round trip, whatever its extent.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
@@ -66,6 +68,7 @@ class _DmaUnit(wiring.Component):
             "done": Out(1),
             "fault": Out(Fault),
             "idle": Out(1),
+            "cancel": In(1),
             "seg_base": In(64),
             "seg_size": In(64),
             "m_axi": Out(AXI4Signature(addr_width, config.bus_bits, id_width)),
@@ -93,7 +96,7 @@ class _DmaUnit(wiring.Component):
             gen.base.eq(base),
             gen.start.eq(start),
             gen.allow.eq(outstanding != self._max_bursts),
-            gen.stop.eq(error),
+            gen.stop.eq(error | self.cancel),
         ]
         m.d.sync += outstanding.eq(outstanding + gen.issue - retire)
 
@@ -112,7 +115,9 @@ class _DmaUnit(wiring.Component):
                     ]
                     m.next = "Check"
             with m.State("Check"):
-                with m.If(check.done):
+                with m.If(self.cancel):
+                    m.next = "Idle"     # nothing is on the bus yet
+                with m.Elif(check.done):
                     with m.If(check.fault == Fault.NONE):
                         m.d.sync += start.eq(1)
                         m.next = "Start"

@@ -15,6 +15,11 @@ One state machine per tenant, the same rules as the golden model's dispatcher
 * After an inference, with RUNS not yet reached (RUNS=0: until stopped), the fetchers
   restart; a stop request is honoured at the next barrier or END (a frame boundary on every
   core), leaving the tenant stopped.
+* The host's abort (CTRL abort) makes the tenant's cores abandon their work (COMPUTE reset,
+  the DMA units' bursts already on the bus completed, none started) and ends the tenant
+  faulted ABORTED as soon as they are quiet; they clear their buffers before taking any
+  instruction again. Bounded by the DMA's outstanding bursts, whatever the program. The
+  watchdog does the same, faulting TIMEOUT, the cycle after CYCLES reaches a non-zero BUDGET.
 * A fault on any core (from its fetcher: REGION, CORES, or the core's own ILLEGAL, SEGMENT,
   BUFFER) stops the whole tenant: its fetchers abort, its cores flush (instructions already
   issued finish inside the segment), and only once they are idle is the tenant reported
@@ -46,13 +51,13 @@ class CoreLinkSignature(wiring.Signature):
             "seg_base": Out(64), "seg_size": Out(64),
             "vcore": Out(8), "vcount": Out(8),
             # One-cycle pulses.
-            "core_start": Out(1), "fetch_start": Out(1), "fetch_abort": Out(1),
-            "go": Out(1), "sync_release": Out(1),
+            "core_start": Out(1), "core_cancel": Out(1), "fetch_start": Out(1),
+            "fetch_abort": Out(1), "go": Out(1), "sync_release": Out(1),
             # From the fetcher and the core.
             "header_ready": In(1), "sync_wait": In(1), "sync_barrier": In(16),
             "done": In(1), "boundary_pc": In(32),
             "fault_valid": In(1), "fault": In(Fault), "fault_pc": In(32),
-            "core_idle": In(1),
+            "core_idle": In(1), "core_quiet": In(1),
         })
 
 
@@ -84,8 +89,8 @@ class TenantDispatch(wiring.Component):
         starting = [Signal(name=f"starting_{t}") for t in range(tenants)]
         # Per-core pulses, OR-ed over tenants (running tenants' masks are disjoint).
         pulses = {name: [Signal(name=f"{name}_{t}") for t in range(tenants)]
-                  for name in ("core_start", "fetch_start", "fetch_abort", "go",
-                               "sync_release")}
+                  for name in ("core_start", "core_cancel", "fetch_start", "fetch_abort",
+                               "go", "sync_release")}
 
         for t in range(tenants):
             self._tenant(m, t, masks, running, starting, pulses)
@@ -137,6 +142,7 @@ class TenantDispatch(wiring.Component):
         at_end = over(lambda c: cores[c].done) & mine
         all_boundary = ((at_sync | at_end) | ~mine).all()
         drained = (over(lambda c: cores[c].core_idle) | ~mine).all()
+        quiet = (over(lambda c: cores[c].core_quiet) | ~mine).all()
 
         # The lowest core of the mask, and the first core that disagrees with it at a barrier.
         def lowest(bits, name):
@@ -170,6 +176,16 @@ class TenantDispatch(wiring.Component):
             m.d.comb += [pulses["fetch_abort"][t].eq(1), pulses["core_start"][t].eq(1)]
             m.next = "Drain"
 
+        def host_abort(code=Fault.ABORTED):
+            # The host's abort (or the watchdog's): the cores abandon their units' work, and
+            # the tenant ends as soon as nothing of it can move (its buffers are still being
+            # cleared then, and no instruction of anyone runs on those cores before the clear
+            # is over).
+            record(code, first, port.prog_base)
+            m.d.comb += [pulses["fetch_abort"][t].eq(1), pulses["core_start"][t].eq(1),
+                         pulses["core_cancel"][t].eq(1)]
+            m.next = "Cancel"
+
         # Start checks: the requested mask, before it is latched.
         requested = port.core_mask
         # Cores of the other running tenants (a draining tenant still owns its cores).
@@ -186,6 +202,10 @@ class TenantDispatch(wiring.Component):
 
         with m.If(status.running):
             m.d.sync += port.cycles.eq(port.cycles + 1)
+        # The watchdog, registered: it acts the cycle after CYCLES reaches BUDGET.
+        over_budget = Signal(name=f"over_budget_{t}")
+        m.d.sync += over_budget.eq(status.running & (port.budget != 0)
+                                   & (port.cycles >= port.budget))
         with m.If(port.stop & status.running):
             m.d.sync += stop_request.eq(1)
 
@@ -210,10 +230,17 @@ class TenantDispatch(wiring.Component):
             with m.State("Prepare"):
                 # The mask is latched: flush the cores and fetch the headers.
                 m.d.comb += [pulses["core_start"][t].eq(1), pulses["fetch_start"][t].eq(1)]
-                m.next = "Headers"
+                with m.If(port.abort):
+                    host_abort()
+                with m.Else():
+                    m.next = "Headers"
 
             with m.State("Headers"):
-                with m.If(all_header):
+                with m.If(port.abort):
+                    host_abort()
+                with m.Elif(over_budget):
+                    host_abort(Fault.TIMEOUT)
+                with m.Elif(all_header):
                     with m.If(faulting.any()):
                         core_fault()
                         abort()
@@ -222,7 +249,11 @@ class TenantDispatch(wiring.Component):
                         m.next = "Run"
 
             with m.State("Run"):
-                with m.If(faulting.any()):
+                with m.If(port.abort):
+                    host_abort()
+                with m.Elif(over_budget):
+                    host_abort(Fault.TIMEOUT)
+                with m.Elif(faulting.any()):
                     core_fault()
                     abort()
                 with m.Elif(all_boundary):
@@ -256,8 +287,16 @@ class TenantDispatch(wiring.Component):
                 m.d.sync += [status.running.eq(0), status.stopped.eq(1), stop_request.eq(0)]
                 m.next = "Idle"
 
+            with m.State("Cancel"):
+                with m.If(quiet):
+                    m.d.sync += [status.running.eq(0), status.faulted.eq(1)]
+                    m.d.comb += port.finished.eq(1)
+                    m.next = "Idle"
+
             with m.State("Drain"):
-                # Wait for the flush started by abort() to finish on every core.
+                # Wait for the flush started by abort() to finish on every core; the host's
+                # abort of a faulting tenant makes its cores abandon their work too.
+                m.d.comb += pulses["core_cancel"][t].eq(port.abort)
                 with m.If(drained):
                     m.d.sync += [status.running.eq(0), status.faulted.eq(1)]
                     m.d.comb += port.finished.eq(1)

@@ -20,13 +20,17 @@ from vdla.regs import Fault
 
 from .host import HostError, TenantView, _as_bytes, check_new_tenant, fault_message
 
-__all__ = ["Driver", "Tenant", "HostError", "region_words", "ctrl_value", "POLL_CYCLES"]
+__all__ = ["Driver", "Tenant", "HostError", "region_words", "ctrl_value", "POLL_CYCLES",
+           "ABORT_CYCLES"]
 
 _STATUS_FIELDS = isa.flat_fields(regs.Status)
 _CTRL_FIELDS = isa.flat_fields(regs.Ctrl)
 #: Cycles between two STATUS reads while waiting for a stop to take effect (a stop raises
 #: no interrupt: it ends at the tenant's next frame boundary).
 POLL_CYCLES = 64
+#: Cycles an abort may take before the driver gives the device up (the gateware's bound is
+#: far below: docs/architecture.md, "Preemption").
+ABORT_CYCLES = 100_000
 
 
 def ctrl_value(**bits):
@@ -113,16 +117,32 @@ class Tenant(TenantView):
 
     async def stop(self, timeout=None):
         """Stop at the next frame boundary; return the status once it is no longer running
-        (``done`` instead of ``stopped`` when the last inference ended first). Raise
-        :class:`HostError` when it still runs ``timeout`` cycles later (default: no limit)."""
+        (``done`` instead of ``stopped`` when the last inference ended first). A tenant still
+        running ``timeout`` cycles after the stop (default: no limit) is aborted
+        (:meth:`abort`)."""
         await self._write("CTRL", ctrl_value(stop=1, irq_enable=1))
+        status = await self._wait_stopped(timeout)
+        return await self.abort() if status["running"] else status
+
+    async def abort(self, timeout=ABORT_CYCLES):
+        """Take the tenant's cores back now, whatever its program does; return its status
+        (faulted ABORTED, unless it ended first) with the interrupt acknowledged. Raise
+        :class:`HostError` if it still runs ``timeout`` cycles later (a broken device)."""
+        await self._write("CTRL", ctrl_value(abort=1, irq_enable=1))
+        status = await self._wait_stopped(timeout)
+        if status["running"]:
+            raise HostError(f"tenant {self.index}: still running {timeout} cycles after the "
+                            f"abort")
+        await self._write("CTRL", ctrl_value(irq_ack=1, irq_enable=1))
+        return status
+
+    async def _wait_stopped(self, timeout):
+        """The status once not running, or (after ``timeout`` cycles) still running."""
         deadline = None if timeout is None else self.bus.now() + timeout
         status = await self.status()
         while status["running"]:
             if deadline is not None and self.bus.now() >= deadline:
-                raise HostError(f"tenant {self.index}: still running {timeout} cycles after "
-                                f"the stop (a frame that long, or a program that never "
-                                f"reaches a boundary)")
+                break
             await self.bus.sleep(POLL_CYCLES if deadline is None
                                  else max(1, min(POLL_CYCLES, deadline - self.bus.now())))
             status = await self.status()
@@ -142,6 +162,16 @@ class Tenant(TenantView):
         if check and status["faulted"]:
             raise HostError(fault_message(self.index, status))
         return status
+
+    async def set_budget(self, cycles):
+        """Arm the watchdog: the tenant faults TIMEOUT once its CYCLES (since its last
+        clear) reach ``cycles`` (0: no budget). Only while it is not running."""
+        if not 0 <= cycles < 1 << 64:
+            raise HostError(f"tenant {self.index}: a budget of {cycles} cycles is outside "
+                            f"0..2**64-1")
+        await self._refuse_running("a budget")
+        await self._write("BUDGET_LO", cycles & 0xFFFF_FFFF)
+        await self._write("BUDGET_HI", cycles >> 32)
 
     async def release(self):
         """Give the tenant index back to the driver (a stopped tenant only); the handle is

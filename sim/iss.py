@@ -52,6 +52,11 @@ _GUARDED = {r.name for r in regs.TENANT_REGS if r.guarded}
 _READ_ONLY = {r.name for r in regs.TENANT_REGS if r.access == "r"}
 
 
+def _budget(t):
+    """The tenant's cycle budget (0: none)."""
+    return t.regs["BUDGET_LO"] | t.regs["BUDGET_HI"] << 32
+
+
 class MachineError(RuntimeError):
     """The host used the machine in a way the hardware would refuse (one-line message)."""
 
@@ -137,6 +142,8 @@ class Machine:
                 self.irq_status &= ~(1 << tenant)
             if ctrl["clear"]:
                 self.clear(tenant)
+            if ctrl["abort"]:
+                self.abort(tenant)
             if ctrl["stop"]:
                 self.stop(tenant)
             if ctrl["start"]:
@@ -211,6 +218,16 @@ class Machine:
         t._clear()
         self.irq_status &= ~(1 << tenant)
 
+    def abort(self, tenant):
+        """Take a running tenant's cores back now: it ends faulted ABORTED (at its lowest core
+        and its region's first word). The phase in flight is dropped; its data moves, which
+        the model made when the phase began, stay in the tenant's own segment."""
+        t = self._tenant(tenant)
+        if t.running:
+            t.pending = None
+            self._fault(t, TenantFault(Fault.ABORTED, "aborted by the host", t.base,
+                                       t.cores[0]))
+
     def stop(self, tenant):
         """Request a stop; it takes effect at the tenant's next frame boundary in :meth:`run`."""
         t = self._tenant(tenant)
@@ -259,9 +276,10 @@ class Machine:
             raise MachineError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
         ran = [t.index for t in self.tenants if t.running]
         if max_phases is None and any(self.tenants[i].runs == 0
-                                      and not self.tenants[i].stop_request for i in ran):
-            raise MachineError("a tenant with RUNS=0 runs until stopped: stop it or give "
-                               "run() a max_phases budget")
+                                      and not self.tenants[i].stop_request
+                                      and not _budget(self.tenants[i]) for i in ran):
+            raise MachineError("a tenant with RUNS=0 runs until stopped: stop it, give it a "
+                               "cycle budget or give run() a max_phases budget")
         for t in sorted((t for t in self.tenants if t.pending), key=lambda t: t.pending[0]):
             self._end_pending(t)
         phases = 0
@@ -368,9 +386,16 @@ class Machine:
         return ends[0][0], cost, ends
 
     def _commit(self, t, outcome):
-        """Let an executed phase take effect: barrier, counters, done and interrupt."""
+        """Let an executed phase take effect: barrier, counters, done and interrupt. A phase
+        that takes CYCLES to the budget ends the tenant TIMEOUT (unless it faulted first): the
+        gateware's watchdog acts inside the phase, at a moment only its own cycles decide."""
         kind, cost, detail = outcome
         t.cycles += cost
+        budget = _budget(t)
+        if budget and t.cycles >= budget and kind != "fault":
+            kind, detail = "fault", TenantFault(Fault.TIMEOUT, f"CYCLES reached the budget "
+                                                               f"of {budget}", t.base,
+                                                t.cores[0])
         if kind == "stop":
             t.running, t.stopped, t.stop_request = False, True, False
         elif kind == "fault":

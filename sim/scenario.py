@@ -20,6 +20,8 @@ import json
 
 import numpy as np
 
+from vdla.regs import Fault
+
 from .bus import IssBus
 from .driver import Driver
 from .host import HostError, run_program_int
@@ -41,7 +43,8 @@ class _Run:
         self.cycles_before = 0
         self.outputs, self.latency, self.device_cycles = [], [], []
         self.allocations, self.faults = [], []
-        self.restarted = 0              # inferences cut by a stop and run again
+        self.restarted = 0              # inferences cut by a stop or abort and run again
+        self.abort_cycles = []          # per abort: cycles until the driver saw it end
 
 
 class _Runner:
@@ -105,9 +108,11 @@ class _Runner:
             r.first_start = r.started if r.first_start is None else r.first_start
             r.state = "running"
 
-    async def _finish(self, r):
-        """Handle the interrupt of ``r``: a finished inference or a fault."""
-        status = await r.handle.wait(check=False)
+    async def _finish(self, r, status=None):
+        """Handle the interrupt of ``r`` (``status``: one already taken): a finished
+        inference or a fault."""
+        if status is None:
+            status = await r.handle.wait(check=False)
         now = self.bus.now()
         if status["faulted"]:
             r.state = "faulted"
@@ -140,6 +145,17 @@ class _Runner:
             r.restarted += 1
             r.state = "waiting"
 
+    async def _abort(self, r):
+        """Abort a running tenant; the inference it was in the middle of is run again later."""
+        before = self.bus.now()
+        status = await r.handle.abort()
+        r.abort_cycles.append(self.bus.now() - before)
+        if status["faulted"] and status["fault"] == Fault.ABORTED:
+            r.restarted += 1
+            r.state = "waiting"
+        else:
+            await self._finish(r, status)   # it ended before the abort took effect
+
     async def _apply(self, event):
         r = next(r for r in self.runs if r.spec.name == event.target)
         self.log(f"{event.describe()} at cycle {self.now()}")
@@ -147,9 +163,9 @@ class _Runner:
         if event.action == "start":
             if r.state == "paused":
                 r.state = "waiting"
-        elif event.action == "stop":
+        elif event.action in ("stop", "abort"):
             if r.state == "running":
-                await self._halt(r)
+                await (self._halt(r) if event.action == "stop" else self._abort(r))
             if r.state == "waiting" and r.done < r.spec.inferences:
                 r.state = "paused"
         else:
@@ -210,7 +226,8 @@ def _tenant_report(r, config, keep_outputs):
         "exact": sum(exact), "compared": len(exact), "exact_per_inference": exact,
         "latency_cycles": r.latency, "device_cycles": r.device_cycles,
         "throughput_ips": round(r.done * config.clock_mhz * 1e6 / span, 3) if span else 0.0,
-        "allocations": r.allocations, "restarted": r.restarted, "faults": r.faults,
+        "allocations": r.allocations, "restarted": r.restarted,
+        "abort_cycles": r.abort_cycles, "faults": r.faults,
         **({"outputs": [{name: y.tolist() for name, y in out.items()} for out in r.outputs]}
            if keep_outputs else {}),
     }

@@ -25,7 +25,7 @@ from .host import quantize
 __all__ = ["ScenarioError", "Scenario", "TenantSpec", "EventSpec", "load_scenario",
            "ACTIONS", "INJECTIONS", "SEG_ALIGN"]
 
-ACTIONS = ("reallocate", "stop", "start")
+ACTIONS = ("reallocate", "stop", "abort", "start")
 #: Fault injection: what a tenant's ``inject`` does to its compiled program.
 INJECTIONS = {
     "segment": "the last SAVE writes just past the end of the tenant's DRAM segment",

@@ -142,7 +142,7 @@ def test_clock_orders_interrupts_by_estimated_cycles(digits):
 
 def test_wait_and_stop_time_out(digits):
     """A tenant running until stopped: wait gives up after its timeout, in cycles; a stop
-    with room ends it at a frame boundary, one with none gives up."""
+    with room ends it at a frame boundary, one with none escalates to an abort."""
     _, program = digits
 
     async def body():
@@ -156,10 +156,33 @@ def test_wait_and_stop_time_out(digits):
         with pytest.raises(HostError, match="no interrupt within 5000 cycles"):
             await handle.wait(timeout=5000)
         assert 5000 <= bus.now() - t0 < 5000 + 100_000     # up to one estimated phase late
-        with pytest.raises(HostError, match="still running 0 cycles after the stop"):
-            await handle.stop(timeout=0)
         status = await handle.stop(timeout=1_000_000)
         assert status["stopped"] and not status["running"] and not status["faulted"]
+        await handle.start(runs=0)
+        status = await handle.stop(timeout=0)       # no room: aborted at once
+        assert status["faulted"] and status["fault"] == Fault.ABORTED
+        assert (status["fault_core"], status["fault_pc"]) == (0, 0)
+        assert await bus.read_reg(GLOBAL["IRQ_STATUS"]) == 0       # acknowledged
+    run(body())
+
+
+def test_budget_times_out_a_tenant_that_never_ends(digits):
+    _, program = digits
+
+    async def body():
+        bus = IssBus(CFG, 0x20000)
+        handle = await Driver(bus).tenant(0, Allocation(cores=1, seg_base=0))
+        await handle.load(program)
+        await handle.write_input("input", sample(program, 0))
+        await handle.set_budget(50_000)
+        await handle.start(runs=0)
+        with pytest.raises(HostError, match="budget"):
+            await handle.set_budget(0)      # guarded while running
+        status = await handle.wait(check=False)
+        assert status["faulted"] and status["fault"] == Fault.TIMEOUT
+        assert status["cycles"] >= 50_000 and status["inferences"] > 0
+        with pytest.raises(HostError, match="outside"):
+            await handle.set_budget(-1)
     run(body())
 
 

@@ -103,13 +103,15 @@ class Tenant:
 
 CTRL_START = isa.pack_fields(isa.flat_fields(regs.Ctrl), {"start": 1, "irq_enable": 1})
 CTRL_STOP = isa.pack_fields(isa.flat_fields(regs.Ctrl), {"stop": 1, "irq_enable": 1})
+CTRL_ABORT = isa.pack_fields(isa.flat_fields(regs.Ctrl), {"abort": 1, "irq_enable": 1})
 
 
-def run_rtl(tenants, dram, *, stop_after=None, max_cycles=20000, stall=0.0):
+def run_rtl(tenants, dram, *, stop_after=None, abort_after=None, max_cycles=20000, stall=0.0):
     """Write every tenant's image and registers over AXI4-Lite, start them in order, wait
     until each has raised its interrupt (or, for ``stop_after = (tenant, cycles)``, stop that
-    one after ``cycles`` and wait until it is no longer running). Returns
-    ``({tenant: status}, DRAM after)``."""
+    one after ``cycles`` and wait until it is no longer running; for ``abort_after``, abort
+    it, and record in its status ``abort_cycles``: cycles from the write's response to its
+    interrupt). Returns ``({tenant: status}, DRAM after)``."""
     dut = CopyAccelerator(CFG)
     ram = AxiRamModel(dut.m_axi, len(dram), latency=3, stall=stall)
     ram.mem[:] = dram.tobytes()
@@ -119,7 +121,7 @@ def run_rtl(tenants, dram, *, stop_after=None, max_cycles=20000, stall=0.0):
         host = Master(ctx, dut.s_axil)
         raw, _ = await host.read(regs.tenant_offset(t, "STATUS"))
         st = isa.unpack_fields(_STATUS, raw)
-        for name in ("FAULT_PC", "INFERENCES"):
+        for name in ("FAULT_PC", "INFERENCES", "CYCLES_LO"):
             st[name.lower()], _ = await host.read(regs.tenant_offset(t, name))
         st["fault"] = Fault(st["fault"])
         return st
@@ -137,11 +139,17 @@ def run_rtl(tenants, dram, *, stop_after=None, max_cycles=20000, stall=0.0):
         for t in tenants:
             await host.write(regs.tenant_offset(t.index, "CTRL"), CTRL_START)
         waiting = {t.index for t in tenants}
-        stopped = False
+        stopped, aborted = False, None
         for cycle in range(max_cycles):
             if stop_after and not stopped and cycle >= stop_after[1]:
                 await host.write(regs.tenant_offset(stop_after[0], "CTRL"), CTRL_STOP)
                 stopped = True
+            if abort_after and aborted is None and cycle >= abort_after[1]:
+                await host.write(regs.tenant_offset(abort_after[0], "CTRL"), CTRL_ABORT)
+                aborted = cycle
+            if aborted is not None and abort_after[0] in waiting and \
+                    ctx.get(dut.irq) >> abort_after[0] & 1:
+                result["abort_cycles"] = cycle - aborted
             if stopped and stop_after[0] in waiting:
                 st = await status(ctx, stop_after[0])
                 if not st["running"]:
@@ -153,6 +161,8 @@ def run_rtl(tenants, dram, *, stop_after=None, max_cycles=20000, stall=0.0):
             await ctx.tick()
         for t in tenants:
             result[t.index] = await status(ctx, t.index)
+        if "abort_cycles" in result:
+            result[abort_after[0]]["abort_cycles"] = result.pop("abort_cycles")
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -268,3 +278,80 @@ def test_stop_at_a_boundary_leaves_others_running():
     assert got[0]["stopped"] and not got[0]["running"] and not got[0]["faulted"]
     assert got[0]["inferences"] >= 1
     assert got[1]["done"] and got[1]["inferences"] == 3
+
+
+def endless(frames):
+    """A one-core image repeating ``frames`` (lists of words) with barriers between them,
+    meant to run with RUNS=0 until aborted."""
+    words = []
+    for index, frame in enumerate(frames):
+        words += frame + [E(Op.SYNC, barrier=index)]
+    return image([words + [E(Op.END)]])
+
+
+#: Hostile programs for the abort: a copy of 255x255 entries on the stand-in compute unit
+#: (65k cycles in one instruction), and loads into (saves of) a whole IBUF (OBUF) through a
+#: slow memory, back to back.
+HOSTILE = {
+    "long compute": (endless([[E(Op.FRAME), E(Op.SETUP, kh=1, kw=1, stride=1, n_icg=1),
+                               E(Op.CONV, ibuf_addr=0, obuf_addr=0, out_h=255, out_w=255,
+                                 n_ob=1)]]), 0.0),
+    "slow loads": (endless([[E(Op.FRAME)] + [dma(Op.LOAD, Buf.IBUF, 0, 0, 64)] * 8] * 3),
+                   0.6),
+    "slow saves": (endless([[E(Op.FRAME)] + [dma(Op.SAVE, Buf.OBUF, 0, 0x200, 64)] * 8] * 3),
+                   0.6),
+}
+#: Cycles from the abort's write response to the tenant's interrupt, at most, in these cases
+#: (measured up to 170: four outstanding 16-beat bursts through a memory stalling 60% of
+#: cycles).
+ABORT_BOUND = 250
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_abort_is_bounded_and_leaves_others_running(name):
+    """Tenant 0's program never ends (RUNS=0, one instruction of 65k cycles or a stream of
+    slow loads); the host's abort takes its cores back within ABORT_BOUND cycles, with the
+    fault the golden model gives; tenant 1 finishes exactly; no byte outside tenant 0's
+    segment changes but tenant 1's output."""
+    words, stall = HOSTILE[name]
+    tenants = [Tenant(0, words, 0b010, prog_base=0, seg_base=0x400, runs=0),
+               Tenant(1, one_core_image(), 0b001, prog_base=80, seg_base=0x1000, runs=3)]
+    dram = random_dram(6)
+    got, mem = run_rtl(tenants, dram, abort_after=(0, 300), stall=stall, max_cycles=40000)
+    golden = Machine(CFG, len(dram))
+    for t in tenants:
+        golden.write_imem(t.prog_base, t.words)
+        for reg, value in t.registers().items():
+            golden.write_reg(t.index, reg, value)
+    golden.start(0)
+    golden.write_reg(0, "CTRL", CTRL_ABORT)
+    want = golden.status(0)
+    assert want["fault"] == Fault.ABORTED
+    for key in ("faulted", "fault", "fault_core", "fault_pc"):
+        assert got[0][key] == want[key], (key, got[0], want)
+    assert got[0]["abort_cycles"] <= ABORT_BOUND, got[0]["abort_cycles"]
+    assert got[1]["done"] and got[1]["inferences"] == 3
+    expect = copied(dram, 0x1000, ONE_LAYER)
+    assert np.array_equal(outside(mem, tenants[0]), outside(expect, tenants[0]))
+
+
+@pytest.mark.parametrize("budget", [1500, 6000])
+def test_watchdog_times_out_a_tenant_that_never_ends(budget):
+    """A program that never ends (RUNS=0) with a cycle budget: the watchdog aborts it with
+    TIMEOUT, as the golden model does, within the abort's bound of the budget; the other
+    tenant finishes exactly."""
+    words, stall = HOSTILE["slow loads"]
+    bad = Tenant(0, words, 0b010, prog_base=0, seg_base=0x400, runs=0)
+    tenants = [bad, Tenant(1, one_core_image(), 0b001, prog_base=80, seg_base=0x1000, runs=3)]
+    bad.registers = lambda: {**Tenant.registers(bad), "BUDGET_LO": budget, "BUDGET_HI": 0}
+    dram = random_dram(7)
+    want, _ = run_iss(tenants, dram)
+    got, mem = run_rtl(tenants, dram, stall=stall, max_cycles=40000)
+    assert want[0]["fault"] == Fault.TIMEOUT
+    for key in ("faulted", "fault", "fault_core", "fault_pc"):
+        assert got[0][key] == want[0][key], (key, got[0], want[0])
+    cycles = got[0]["cycles_lo"]
+    assert budget <= cycles <= budget + ABORT_BOUND, cycles
+    assert got[1]["done"] and got[1]["inferences"] == 3
+    expect = copied(dram, 0x1000, ONE_LAYER)
+    assert np.array_equal(outside(mem, bad), outside(expect, bad))

@@ -22,11 +22,11 @@ CFG = get_config("small")
 #: Three tenants and an instruction memory that is not a power of two deep.
 ODD = CFG.replace(name="odd", tenants=3, imem_depth=100)
 WORD = 0xFFFF_FFFF
-PULSES = ("start", "stop", "clear")
+PULSES = ("start", "stop", "clear", "abort")
 #: Tenant port members holding the read-write registers (the contract with the dispatch).
 HELD = {"core_mask": ("CORE_MASK",), "prog_base": ("PROG_BASE",), "prog_size": ("PROG_SIZE",),
         "seg_base": ("SEG_BASE_LO", "SEG_BASE_HI"), "seg_size": ("SEG_SIZE_LO", "SEG_SIZE_HI"),
-        "runs": ("RUNS",)}
+        "runs": ("RUNS",), "budget": ("BUDGET_LO", "BUDGET_HI")}
 RW = [r.name for r in regs.TENANT_REGS if r.access == "rw"]
 READ_ONLY = [r.name for r in regs.TENANT_REGS if r.access == "r"]
 WRITE_ONLY = [r.name for r in regs.TENANT_REGS if r.access == "w"]
@@ -105,7 +105,7 @@ def test_register_map_is_served():
     # same tables, so a register the block builds but mis-serves fails there.
     Fragment.get(Control(CFG), None)
     assert set(RW) == {name for names in HELD.values() for name in names}
-    assert {"start", "stop", "clear", "irq_enable", "irq_ack"} == set(CTRL)
+    assert {"start", "stop", "clear", "irq_enable", "irq_ack", "abort"} == set(CTRL)
 
 
 def test_addr_width():

@@ -18,7 +18,8 @@ SCENARIOS = ROOT / "scenarios"
 DIGITS = ROOT / "models" / "digits" / "digits_qdq.onnx"
 TENANT_KEYS = {"name", "index", "model", "inject", "state", "inferences", "completed",
                "outputs_written", "exact", "compared", "exact_per_inference", "latency_cycles",
-               "device_cycles", "throughput_ips", "allocations", "restarted", "faults"}
+               "device_cycles", "throughput_ips", "allocations", "restarted", "abort_cycles",
+               "faults"}
 
 
 def by_name(report):
@@ -189,3 +190,11 @@ def test_reallocation_without_free_cores_is_an_error(tmp_path):
                     '[[event]]\ntenant = "A"\nafter = 1\naction = "reallocate"\ncores = 3\n')
     with pytest.raises(ScenarioError, match=r"event\[0\]\.cores: A needs 3 cores, only 2"):
         run_scenario_iss(path)
+
+
+def test_abort_cuts_an_inference_that_runs_again():
+    report = run_scenario_iss(SCENARIOS / "abort.toml")
+    a, b = by_name(report)["A"], by_name(report)["B"]
+    assert a["restarted"] == 1 and len(a["abort_cycles"]) == 1 and not a["faults"]
+    for t in (a, b):
+        assert t["exact"] == t["compared"] == t["completed"] == t["inferences"], t

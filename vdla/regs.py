@@ -32,20 +32,26 @@ class Fault(enum.Enum, shape=4):
     CORES = 4       #: program linked for another number of cores than the core mask holds
     REGION = 5      #: instruction fetch outside the tenant's program region
     DEADLOCK = 6    #: a dependency token that can never arrive (detected by the models)
+    ABORTED = 7     #: the host aborted the tenant (CTRL abort)
+    TIMEOUT = 8     #: CYCLES reached the tenant's BUDGET (the watchdog aborted it)
 
 
 class Ctrl(data.Struct):
     """CTRL (write): ``start`` runs RUNS inferences, ``stop`` halts at the next frame boundary,
     ``clear`` resets STATUS and counters, ``irq_enable`` gates the done interrupt (every CTRL
     write sets it), ``irq_ack`` clears the tenant's IRQ_STATUS bit (as ``start`` and ``clear``
-    do). A write with ``start`` or ``clear`` while the tenant runs is refused (SLVERR) and
-    changes nothing."""
+    do), ``abort`` takes a running tenant's cores back within a bound whatever its program
+    does: its units abandon their work (DMA bursts already on the bus complete, none
+    starts), its buffers are cleared, and it ends faulted ABORTED at its lowest core and
+    PROG_BASE, its own segment holding whatever its program had written. A write with
+    ``start`` or ``clear`` while the tenant runs is refused (SLVERR) and changes nothing."""
     start: 1
     stop: 1
     clear: 1
     irq_enable: 1
     irq_ack: 1
-    reserved: unsigned(27)
+    abort: 1
+    reserved: unsigned(26)
 
 
 class Status(data.Struct):
@@ -84,7 +90,8 @@ GLOBAL_REGS = (
 )
 
 TENANT_REGS = (
-    Register("CTRL", 0x00, "w", "Start / stop / clear; interrupt enable and acknowledge.", Ctrl),
+    Register("CTRL", 0x00, "w", "Start / stop / abort / clear; interrupt enable and "
+             "acknowledge.", Ctrl),
     Register("STATUS", 0x04, "r", "Running, done, fault code and faulting core.", Status),
     Register("CORE_MASK", 0x08, "rw", "Physical cores owned; virtual core k is the k-th set bit.",
              guarded=True),
@@ -105,6 +112,9 @@ TENANT_REGS = (
     Register("CYCLES_LO", 0x2C, "r", "Cycles spent running since the last clear, low half."),
     Register("CYCLES_HI", 0x30, "r", "Cycles spent running, high half."),
     Register("FAULT_PC", 0x34, "r", "Instruction-memory word of the faulting instruction."),
+    Register("BUDGET_LO", 0x38, "rw", "Cycle budget, low half (0: none): a running tenant "
+             "whose CYCLES reach it is aborted and faults TIMEOUT.", guarded=True),
+    Register("BUDGET_HI", 0x3C, "rw", "Cycle budget, high half.", guarded=True),
 )
 
 ID_VALUE = 0x414C4456
