@@ -101,6 +101,7 @@ class Accelerator(wiring.Component):
             m.d.comb += [
                 fetcher.imem_grant.eq(imem.grant[c]),
                 fetcher.start.eq(link.fetch_start), fetcher.abort.eq(link.fetch_abort),
+                fetcher.hold.eq(link.hold), link.frame_wait.eq(fetcher.frame_wait),
                 fetcher.go.eq(link.go), fetcher.sync_release.eq(link.sync_release),
                 fetcher.prog_base.eq(link.prog_base), fetcher.prog_size.eq(link.prog_size),
                 fetcher.vcore.eq(link.vcore), fetcher.vcount.eq(link.vcount),

@@ -13,8 +13,9 @@ One state machine per tenant, the same rules as the golden model's dispatcher
   the barrier is released; all at END is one inference. Any other combination can never
   complete and faults DEADLOCK at the first core that differs from the lowest one.
 * After an inference, with RUNS not yet reached (RUNS=0: until stopped), the fetchers
-  restart; a stop request is honoured at the next barrier or END (a frame boundary on every
-  core), leaving the tenant stopped.
+  restart. A stop request is honoured at the next frame boundary of every core: its
+  fetcher holds back the next FRAME (``hold``), and once every core stands drained before a
+  FRAME, at a barrier or at END, the tenant is stopped.
 * The host's abort (CTRL abort) makes the tenant's cores abandon their work (COMPUTE reset,
   the DMA units' bursts already on the bus completed, none started) and ends the tenant
   faulted ABORTED as soon as they are quiet; they clear their buffers before taking any
@@ -53,8 +54,11 @@ class CoreLinkSignature(wiring.Signature):
             # One-cycle pulses.
             "core_start": Out(1), "core_cancel": Out(1), "fetch_start": Out(1),
             "fetch_abort": Out(1), "go": Out(1), "sync_release": Out(1),
+            # Held while the owning tenant has a stop request.
+            "hold": Out(1),
             # From the fetcher and the core.
-            "header_ready": In(1), "sync_wait": In(1), "sync_barrier": In(16),
+            "header_ready": In(1), "sync_wait": In(1), "frame_wait": In(1),
+            "sync_barrier": In(16),
             "done": In(1), "boundary_pc": In(32),
             "fault_valid": In(1), "fault": In(Fault), "fault_pc": In(32),
             "core_idle": In(1), "core_quiet": In(1),
@@ -90,7 +94,7 @@ class TenantDispatch(wiring.Component):
         # Per-core pulses, OR-ed over tenants (running tenants' masks are disjoint).
         pulses = {name: [Signal(name=f"{name}_{t}") for t in range(tenants)]
                   for name in ("core_start", "core_cancel", "fetch_start", "fetch_abort",
-                               "go", "sync_release")}
+                               "go", "sync_release", "hold")}
 
         for t in range(tenants):
             self._tenant(m, t, masks, running, starting, pulses)
@@ -141,6 +145,8 @@ class TenantDispatch(wiring.Component):
         at_sync = over(lambda c: cores[c].sync_wait) & mine
         at_end = over(lambda c: cores[c].done) & mine
         all_boundary = ((at_sync | at_end) | ~mine).all()
+        # Every core at a frame boundary: before a FRAME it holds back, at SYNC or at END.
+        all_parked = ((over(lambda c: cores[c].frame_wait) | at_sync | at_end) | ~mine).all()
         drained = (over(lambda c: cores[c].core_idle) | ~mine).all()
         quiet = (over(lambda c: cores[c].core_quiet) | ~mine).all()
 
@@ -208,6 +214,9 @@ class TenantDispatch(wiring.Component):
                                    & (port.cycles >= port.budget))
         with m.If(port.stop & status.running):
             m.d.sync += stop_request.eq(1)
+        # Only while running: the mask stays latched after the tenant ends, when its cores
+        # may already be another tenant's.
+        m.d.comb += pulses["hold"][t].eq(stop_request & status.running)
 
         with m.FSM(name=f"tenant_{t}"):
             with m.State("Idle"):
@@ -282,6 +291,10 @@ class TenantDispatch(wiring.Component):
                         with m.Else():
                             m.d.comb += pulses["fetch_start"][t].eq(1)
                             m.next = "Headers"
+                with m.Elif(stop_request & all_parked):
+                    # Some core held back a FRAME: the stop takes effect there.
+                    m.d.comb += pulses["fetch_abort"][t].eq(1)
+                    m.next = "Stopped"
 
             with m.State("Stopped"):
                 m.d.sync += [status.running.eq(0), status.stopped.eq(1), stop_request.eq(0)]

@@ -126,6 +126,12 @@ def run_rtl(tenants, dram, *, stop_after=None, abort_after=None, max_cycles=2000
         st["fault"] = Fault(st["fault"])
         return st
 
+    clock = [0]         # cycles since the start of the simulation
+
+    async def count(ctx):
+        async for _ in ctx.tick():
+            clock[0] += 1
+
     async def bench(ctx):
         host = Master(ctx, dut.s_axil)
         for t in tenants:
@@ -139,21 +145,23 @@ def run_rtl(tenants, dram, *, stop_after=None, abort_after=None, max_cycles=2000
         for t in tenants:
             await host.write(regs.tenant_offset(t.index, "CTRL"), CTRL_START)
         waiting = {t.index for t in tenants}
-        stopped, aborted = False, None
+        stopped, aborted = None, None
         for cycle in range(max_cycles):
-            if stop_after and not stopped and cycle >= stop_after[1]:
+            if stop_after and stopped is None and cycle >= stop_after[1]:
                 await host.write(regs.tenant_offset(stop_after[0], "CTRL"), CTRL_STOP)
-                stopped = True
+                stopped = clock[0]
             if abort_after and aborted is None and cycle >= abort_after[1]:
                 await host.write(regs.tenant_offset(abort_after[0], "CTRL"), CTRL_ABORT)
-                aborted = cycle
+                aborted = clock[0]
             if aborted is not None and abort_after[0] in waiting and \
                     ctx.get(dut.irq) >> abort_after[0] & 1:
-                result["abort_cycles"] = cycle - aborted
-            if stopped and stop_after[0] in waiting:
+                result["abort_cycles"] = clock[0] - aborted
+            if stopped is not None and stop_after[0] in waiting:
                 st = await status(ctx, stop_after[0])
                 if not st["running"]:
                     waiting.discard(stop_after[0])
+                    # Up to a STATUS read (a few cycles) late.
+                    result["stop_cycles"] = clock[0] - stopped
             irq = ctx.get(dut.irq)
             waiting -= {t for t in waiting if irq >> t & 1}
             if not waiting:
@@ -163,10 +171,13 @@ def run_rtl(tenants, dram, *, stop_after=None, abort_after=None, max_cycles=2000
             result[t.index] = await status(ctx, t.index)
         if "abort_cycles" in result:
             result[abort_after[0]]["abort_cycles"] = result.pop("abort_cycles")
+        if "stop_cycles" in result:
+            result[stop_after[0]]["stop_cycles"] = result.pop("stop_cycles")
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
+    sim.add_testbench(count, background=True)
     sim.add_testbench(ram.run, background=True)
     sim.run()
     return result, np.frombuffer(bytes(ram.mem), np.uint8)
@@ -355,3 +366,17 @@ def test_watchdog_times_out_a_tenant_that_never_ends(budget):
     assert got[1]["done"] and got[1]["inferences"] == 3
     expect = copied(dram, 0x1000, ONE_LAYER)
     assert np.array_equal(outside(mem, bad), outside(expect, bad))
+
+
+def test_stop_lands_at_the_next_frame_boundary():
+    """Ten frames of slow loads and no barrier, repeated until stopped: the stop takes effect
+    before the next FRAME, within about a frame (each frame here takes some 150-300 cycles),
+    not at the END ten frames on; the tenant is stopped, not faulted; the other finishes."""
+    frame = [E(Op.FRAME)] + [dma(Op.LOAD, Buf.IBUF, 0, 0, 64)] * 2
+    words = image([frame * 10 + [E(Op.END)]])
+    tenants = [Tenant(0, words, 0b010, prog_base=0, seg_base=0x400, runs=0),
+               Tenant(1, one_core_image(), 0b001, prog_base=80, seg_base=0x1000, runs=3)]
+    got, _ = run_rtl(tenants, random_dram(8), stop_after=(0, 700), stall=0.6)
+    assert got[0]["stopped"] and not got[0]["running"] and not got[0]["faulted"]
+    assert got[0]["stop_cycles"] <= 400, got[0]["stop_cycles"]
+    assert got[1]["done"] and got[1]["inferences"] == 3
