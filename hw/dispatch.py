@@ -9,7 +9,10 @@ unit's ``done`` pushes the tokens of the instruction it finished. Frame boundari
 SYNC, END) are taken only once every FIFO is empty and every unit idle: then the token
 counters are cleared and, for FRAME, the compute unit's SETUP state.
 
-A word that faults is not consumed, so upstream still presents it. Faults are reported with
+A word that faults is not consumed, so upstream still presents it. An illegal FRAME, SYNC
+or END faults only once the dispatch has drained, where the boundary would have been taken:
+the frame before it has run to its end (or faulted, or deadlocked) by then, as in the golden
+model, which runs a frame before it looks at the word that ends it. Faults are reported with
 the word's *index*: its offset from the first word after the last boundary the dispatch took
 (or after ``flush``). The fetcher, which knows where that word was, turns it into an address.
 """
@@ -22,7 +25,7 @@ from amaranth.utils import ceil_log2
 from vdla import isa
 from vdla.regs import Fault
 
-__all__ = ["UnitSignature", "Dispatch", "connect_unit"]
+__all__ = ["UnitSignature", "Dispatch", "connect_unit", "check_word"]
 
 # Token counters: (pushing unit, flag) and (popping unit, flag) of each direction.
 _TOKENS = {
@@ -32,6 +35,74 @@ _TOKENS = {
     "sc": (("save", "push_prev"), ("compute", "pop_next")),
 }
 _UNITS = ("load", "compute", "save")
+
+
+def _bad_dma(dma):
+    return ((dma.length == 0) | (dma.rows == 0) | (dma.planes == 0)
+            | (dma.dram_addr[:3] != 0))
+
+
+def check_word(m, insn, have_setup):
+    """Decode ``insn`` (a view of :class:`isa.Insn`) with the dispatch's checks.
+
+    Returns ``(target, boundary, bad)``: the unit it goes to (``{unit name: 1-bit}``), whether
+    it is a FRAME, SYNC or END, and whether it is ILLEGAL inside a frame whose SETUP state is
+    ``have_setup`` (the checks of ``sim/iss_decode.py`` and ``iss_core.Core.check_frame``;
+    a unit word outside a frame is the caller's to refuse). The fetcher checks the rest of a
+    faulting frame with it.
+    """
+    op, deps = insn.opcode, insn.deps
+    target = {name: Signal(name=f"to_{name}") for name in _UNITS}
+    boundary = Signal()
+    bad_op, bad_flags, bad_fields = Signal(), Signal(), Signal()
+    any_flag = deps.as_value().any()
+    dma, setup, conv, misc = insn.body.dma, insn.body.setup, insn.body.conv, insn.body.misc
+    with m.Switch(op):
+        with m.Case(isa.Opcode.LOAD):
+            m.d.comb += [
+                target["load"].eq(1),
+                bad_flags.eq(deps.pop_prev | deps.push_prev),
+                bad_fields.eq((dma.buf == isa.Buffer.OBUF) | _bad_dma(dma)),
+            ]
+        with m.Case(isa.Opcode.SAVE):
+            m.d.comb += [
+                target["save"].eq(1),
+                bad_flags.eq(deps.pop_next | deps.push_next),
+                bad_fields.eq((dma.buf != isa.Buffer.OBUF) | _bad_dma(dma)),
+            ]
+        with m.Case(isa.Opcode.SETUP):
+            m.d.comb += [
+                target["compute"].eq(1),
+                bad_flags.eq(any_flag),
+                bad_fields.eq((setup.kh == 0) | (setup.kw == 0) | (setup.stride == 0)
+                              | (setup.n_icg == 0) | (setup.dw & (setup.n_icg != 1))),
+            ]
+        with m.Case(isa.Opcode.CONV):
+            m.d.comb += [
+                target["compute"].eq(1),
+                bad_fields.eq((conv.out_h == 0) | (conv.out_w == 0) | (conv.n_ob == 0)
+                              | ~have_setup),
+            ]
+        with m.Case(isa.Opcode.MISC):
+            pooling = misc.func != isa.MiscFunc.ADD
+            m.d.comb += [
+                target["compute"].eq(1),
+                bad_fields.eq((misc.func.as_value() == 3) | (misc.out_h == 0)
+                              | (misc.out_w == 0) | (misc.n_cb == 0)
+                              | (pooling & ~have_setup)),
+            ]
+        with m.Case(isa.Opcode.FRAME, isa.Opcode.SYNC, isa.Opcode.END):
+            m.d.comb += [boundary.eq(1), bad_flags.eq(any_flag)]
+        with m.Default():
+            # INVALID, the undefined encodings, and STREAM (a header, never in a stream).
+            m.d.comb += bad_op.eq(1)
+    # Reserved bits (isa.reserved_mask) set: ILLEGAL, whatever the opcode's other checks.
+    reserved = Signal()
+    with m.Switch(op):
+        for opcode in isa.BODY_OF:
+            with m.Case(opcode):
+                m.d.comb += reserved.eq((insn.as_value() & isa.reserved_mask(opcode)).any())
+    return target, boundary, bad_op | bad_flags | bad_fields | reserved
 
 
 class UnitSignature(wiring.Signature):
@@ -109,7 +180,7 @@ class Dispatch(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         insn = self.insn.payload
-        op, deps = insn.opcode, insn.deps
+        op = insn.opcode
         units = {name: getattr(self, name) for name in _UNITS}
 
         in_frame = Signal()
@@ -118,59 +189,9 @@ class Dispatch(wiring.Component):
         faulted = Signal()
 
         # ---- decode: target unit and the ILLEGAL checks of sim/iss_decode.py
-        target = {name: Signal(name=f"to_{name}") for name in _UNITS}
-        boundary = Signal()
-        bad_op, bad_flags, bad_fields = Signal(), Signal(), Signal()
-        any_flag = deps.as_value().any()
-        dma, setup, conv, misc = insn.body.dma, insn.body.setup, insn.body.conv, insn.body.misc
-        with m.Switch(op):
-            with m.Case(isa.Opcode.LOAD):
-                m.d.comb += [
-                    target["load"].eq(1),
-                    bad_flags.eq(deps.pop_prev | deps.push_prev),
-                    bad_fields.eq((dma.buf == isa.Buffer.OBUF) | self._bad_dma(dma)),
-                ]
-            with m.Case(isa.Opcode.SAVE):
-                m.d.comb += [
-                    target["save"].eq(1),
-                    bad_flags.eq(deps.pop_next | deps.push_next),
-                    bad_fields.eq((dma.buf != isa.Buffer.OBUF) | self._bad_dma(dma)),
-                ]
-            with m.Case(isa.Opcode.SETUP):
-                m.d.comb += [
-                    target["compute"].eq(1),
-                    bad_flags.eq(any_flag),
-                    bad_fields.eq((setup.kh == 0) | (setup.kw == 0) | (setup.stride == 0)
-                                  | (setup.n_icg == 0) | (setup.dw & (setup.n_icg != 1))),
-                ]
-            with m.Case(isa.Opcode.CONV):
-                m.d.comb += [
-                    target["compute"].eq(1),
-                    bad_fields.eq((conv.out_h == 0) | (conv.out_w == 0) | (conv.n_ob == 0)
-                                  | ~have_setup),
-                ]
-            with m.Case(isa.Opcode.MISC):
-                pooling = misc.func != isa.MiscFunc.ADD
-                m.d.comb += [
-                    target["compute"].eq(1),
-                    bad_fields.eq((misc.func.as_value() == 3) | (misc.out_h == 0)
-                                  | (misc.out_w == 0) | (misc.n_cb == 0)
-                                  | (pooling & ~have_setup)),
-                ]
-            with m.Case(isa.Opcode.FRAME, isa.Opcode.SYNC, isa.Opcode.END):
-                m.d.comb += [boundary.eq(1), bad_flags.eq(any_flag)]
-            with m.Default():
-                # INVALID, the undefined encodings, and STREAM (a header, never in a stream).
-                m.d.comb += bad_op.eq(1)
-        # Reserved bits (isa.reserved_mask) set: ILLEGAL, whatever the opcode's other checks.
-        reserved = Signal()
-        with m.Switch(op):
-            for opcode in isa.BODY_OF:
-                with m.Case(opcode):
-                    m.d.comb += reserved.eq(
-                        (insn.as_value() & isa.reserved_mask(opcode)).any())
+        target, boundary, bad = check_word(m, insn, have_setup)
         to_unit = Cat(target.values()).any()
-        illegal = bad_op | bad_flags | bad_fields | reserved | (to_unit & ~in_frame)
+        illegal = bad | (to_unit & ~in_frame)
 
         # ---- per-unit FIFOs and issue
         fifos, heads, pops_ok = {}, {}, {}
@@ -255,9 +276,9 @@ class Dispatch(wiring.Component):
         m.d.comb += self.compute_clear.eq(accept & (op == isa.Opcode.FRAME))
 
         # ---- deadlock: every queued head waits for a token no unit can still push, and the
-        # word on ``insn`` (a boundary, or one for a full queue) cannot be taken before.
-        input_blocked = self.insn.valid & ~illegal & (
-            boundary | (to_unit & ~fifo_ready))
+        # word on ``insn`` (a boundary, legal or not, or one for a full queue) cannot be
+        # taken before.
+        input_blocked = self.insn.valid & (boundary | (~illegal & to_unit & ~fifo_ready))
         heads_blocked = Cat((fifos[n].level == 0) | (fifos[n].r_rdy & ~pops_ok[n])
                             for n in _UNITS).all()
         any_done = Cat(units[n].done for n in _UNITS).any()
@@ -288,8 +309,12 @@ class Dispatch(wiring.Component):
                              seen.index[k].eq(running_index[n])]
             m.d.sync += [seen.deadlock.eq(deadlock), seen.blocked_index.eq(blocked_index),
                          seen.seq.eq(seq)]
+        # An illegal FRAME, SYNC or END is refused where the boundary it names would be taken,
+        # once everything before it has drained: the frame it closes runs to its end first
+        # (its faults, or a deadlock, come first), as in the golden model.
+        refused = self.insn.valid & illegal & (~boundary | drained)
         m.d.comb += fault_now.eq(~faulted & (Cat(unit_fault.values()).any() | deadlock
-                                             | (self.insn.valid & illegal)))
+                                             | refused))
         with m.If(fault_now):
             m.d.sync += faulted.eq(1)
 
@@ -322,7 +347,3 @@ class Dispatch(wiring.Component):
             best_valid, best_index, best_payload = v, i, p
         return best_payload, best_index
 
-    @staticmethod
-    def _bad_dma(dma):
-        return ((dma.length == 0) | (dma.rows == 0) | (dma.planes == 0)
-                | (dma.dram_addr[:3] != 0))

@@ -18,6 +18,14 @@ faults REGION, but only when that word would be the next one handed over: prefet
 an END is harmless. A core fault is reported with its address: the core gives the faulting
 word's offset from the first word after the last FRAME/SYNC/END it took, and the fetcher
 remembers where that was.
+
+Fault precedence inside a frame follows the golden model, which reads a whole frame and checks
+every word before any of it runs: a frame that runs past the region faults REGION, else its
+first illegal word faults ILLEGAL, and only then does a fault of a running instruction count.
+So a core fault inside a frame is held while the fetcher reads the rest of the frame (state
+``Scan``, the words going nowhere) up to its FRAME, SYNC or END: the region's end met first
+is the fault, else the first word the dispatch's checks refuse (:func:`.dispatch.check_word`),
+else the core's own fault. A correct program never scans.
 """
 
 from amaranth.hdl import Module, ResetInserter, Shape, Signal, unsigned
@@ -28,6 +36,8 @@ from amaranth.utils import ceil_log2
 
 from vdla import isa
 from vdla.regs import Fault
+
+from .dispatch import check_word
 
 __all__ = ["Fetcher", "connect_core"]
 
@@ -149,13 +159,21 @@ class Fetcher(wiring.Component):
         fault_now = Signal()
         code = Signal(Fault)
         where = Signal(32)
-        with m.If(self.core_fault_valid & self.running):
+        # Inside a frame (the core took a FRAME and no SYNC / END since), a core fault waits
+        # for the scan of the rest of the frame (see the module docstring).
+        in_frame = Signal()
+        have_setup = Signal()       # the frame's SETUP was handed over or scanned
+        defer = Signal()
+        found = Signal()            # an illegal word was met while scanning ...
+        first_bad = Signal(32)      # ... first at this address
+        with m.If(self.core_fault_valid & self.running & ~defer):
             m.d.comb += [fault_now.eq(1), code.eq(self.core_fault),
                          where.eq(mark + self.core_fault_index)]
 
         header = Signal(isa.Insn, reset_less=True)
         handshake = self.insn.valid & self.insn.ready
         op = head.insn.opcode
+        _, head_boundary, head_bad = check_word(m, head.insn, have_setup)
         m.d.comb += [self.insn.payload.eq(head.insn), self.running.eq(0)]
 
         def exits():
@@ -219,23 +237,47 @@ class Fetcher(wiring.Component):
 
             with m.State("Stream"):
                 held = self.hold & q.r_rdy & ~head.outside & (op == isa.Opcode.FRAME)
-                m.d.comb += [self.running.eq(1),
-                             self.insn.valid.eq(q.r_rdy & ~head.outside & ~fault_now & ~held),
+                m.d.comb += [self.running.eq(1), defer.eq(in_frame),
+                             self.insn.valid.eq(q.r_rdy & ~head.outside & ~fault_now & ~held
+                                                & ~self.core_fault_valid),
                              self.frame_wait.eq(held & self.core_idle),
                              q.r_en.eq(handshake)]
                 with m.If(q.r_rdy & head.outside & ~self.core_fault_valid):
                     m.d.comb += [fault_now.eq(1), code.eq(Fault.REGION), where.eq(head.pc)]
+                with m.If(self.core_fault_valid & in_frame):
+                    m.next = "Scan"
                 with m.If(handshake):
                     with m.Switch(op):
                         with m.Case(isa.Opcode.FRAME):
-                            m.d.sync += mark.eq(head.pc + 1)
+                            m.d.sync += [mark.eq(head.pc + 1), in_frame.eq(1),
+                                         have_setup.eq(0)]
+                        with m.Case(isa.Opcode.SETUP):
+                            m.d.sync += have_setup.eq(1)
                         with m.Case(isa.Opcode.SYNC):
-                            m.d.sync += [mark.eq(head.pc + 1),
+                            m.d.sync += [mark.eq(head.pc + 1), in_frame.eq(0),
                                          self.sync_barrier.eq(head.insn.body.sync.barrier)]
                             m.next = "Sync-Wait"
                         with m.Case(isa.Opcode.END):
-                            m.d.sync += [mark.eq(head.pc + 1), fetching.eq(0)]
+                            m.d.sync += [mark.eq(head.pc + 1), fetching.eq(0), in_frame.eq(0)]
                             m.next = "End-Wait"
+                exits()
+
+            with m.State("Scan"):
+                # The core faulted inside a frame: read the rest of the frame first.
+                m.d.comb += [self.running.eq(1), defer.eq(1)]
+                with m.If(q.r_rdy & head.outside):
+                    m.d.comb += [fault_now.eq(1), code.eq(Fault.REGION), where.eq(head.pc)]
+                with m.Elif(q.r_rdy & head_boundary & found):
+                    m.d.comb += [fault_now.eq(1), code.eq(Fault.ILLEGAL), where.eq(first_bad)]
+                with m.Elif(q.r_rdy & head_boundary):
+                    m.d.comb += [fault_now.eq(1), code.eq(self.core_fault),
+                                 where.eq(mark + self.core_fault_index)]
+                with m.Elif(q.r_rdy):
+                    m.d.comb += q.r_en.eq(1)
+                    with m.If(head_bad & ~found):
+                        m.d.sync += [found.eq(1), first_bad.eq(head.pc)]
+                    with m.If(op == isa.Opcode.SETUP):
+                        m.d.sync += have_setup.eq(1)
                 exits()
 
             with m.State("Sync-Wait"):
@@ -258,7 +300,8 @@ class Fetcher(wiring.Component):
             m.d.sync += [self.fault.eq(code), self.fault_valid.eq(1),
                          self.fault_pc.eq(where), fetching.eq(0)]
         with m.If(self.start | self.abort):
-            m.d.sync += [self.done.eq(0), fetching.eq(0), offset.eq(0)]
+            m.d.sync += [self.done.eq(0), fetching.eq(0), offset.eq(0), in_frame.eq(0),
+                         found.eq(0)]
         with m.If(self.start):
             m.d.sync += [self.fault_valid.eq(0), self.fault.eq(Fault.NONE)]
         return m

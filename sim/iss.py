@@ -342,7 +342,11 @@ class Machine:
                                            f"outside the pool of {self.config.cores}", t.base, first)
         t.starts = []
         for k in range(count):
-            dec = self._fetch(t, k)
+            try:
+                dec = self._fetch(t, k)
+            except TenantFault as fault:
+                fault.core = t.cores[k]     # as the RTL: the core whose header is outside
+                raise
             f = dec.fields
             if (dec.opcode != isa.Opcode.STREAM or dec.illegal or f["vcore"] != k
                     or f["count"] != count):

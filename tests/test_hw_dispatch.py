@@ -263,6 +263,21 @@ def test_illegal_word(name):
     assert word not in [w for _, w in t["accept"]]
 
 
+def test_illegal_boundary_waits_for_the_frame_it_closes():
+    """An illegal FRAME / SYNC / END faults where the boundary would be taken: the frame
+    before it runs to its end first, and a fault or deadlock in that frame comes first."""
+    bad_end = END | 1 << (isa.INSN_BITS - 1)
+    bad_frame = E(Op.FRAME, {"push_next": 1})
+    tail = conv(3, {"pop_prev": 1})
+    t = run([FRAME, setup(), load(6, {"push_next": 1}), tail, bad_frame, END])
+    assert t["fault"] == (Fault.ILLEGAL, 3)
+    assert issued(t, tail) and t["done"][-1][0] < t["cycles"]
+    t = run([FRAME, setup(), load(4, row_stride=DMA_FAULT_STRIDE), bad_end])
+    assert t["fault"] == (Fault.SEGMENT, 1)
+    t = run([FRAME, setup(), conv(1, {"pop_next": 1}), bad_end])
+    assert t["fault"] == (Fault.DEADLOCK, 1)
+
+
 @pytest.mark.parametrize("words, index", [
     ([load(1)], 0),                                            # before any FRAME
     ([FRAME, setup(), E(Op.SYNC, barrier=0), load(1)], 0),     # after a SYNC

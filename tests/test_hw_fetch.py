@@ -139,3 +139,38 @@ def test_core_fault_address():
     out = run([header(1), *stream], prog_base=3, core_fault=(9, Fault.SEGMENT, 2))
     assert (out["fault"], out["fault_pc"]) == (Fault.SEGMENT, 3 + 6 + 1 + 2)
     assert len(out["taken"]) == 9
+
+
+# A core fault inside a frame waits for the rest of the frame, as the golden model checks a
+# whole frame before running it: REGION first, then the frame's first illegal word.
+SETUP = E(Op.SETUP, kh=1, kw=1, stride=1, n_icg=1)
+CONV = E(Op.CONV, out_h=1, out_w=1, n_ob=1)
+
+
+def test_frame_running_off_the_region_faults_region_before_an_illegal_word():
+    words = [header(1), E(Op.FRAME), *body(2), 0, *body(1)]
+    out = run(words, prog_base=2, core_fault=(3, Fault.ILLEGAL, 2))
+    assert (out["fault"], out["fault_pc"]) == (Fault.REGION, 2 + len(words))
+    assert len(out["taken"]) == 3
+
+
+def test_illegal_word_later_in_the_frame_comes_before_a_core_fault():
+    words = [header(1), E(Op.FRAME), *body(3), 0, *body(1), E(Op.END)]
+    out = run(words, prog_base=5, core_fault=(4, Fault.SEGMENT, 0))
+    assert (out["fault"], out["fault_pc"]) == (Fault.ILLEGAL, 5 + 5)
+
+
+@pytest.mark.parametrize("setup, fault, at", [
+    ([], Fault.ILLEGAL, 4),             # a CONV before any SETUP is illegal
+    ([SETUP], Fault.SEGMENT, 3),        # with the frame's SETUP it is not
+])
+def test_scan_knows_the_frames_setup(setup, fault, at):
+    words = [header(1), E(Op.FRAME), *setup, *body(2), CONV, E(Op.END)]
+    out = run(words, core_fault=(2 + len(setup), Fault.SEGMENT, 1 + len(setup)))
+    assert (out["fault"], out["fault_pc"]) == (fault, at + len(setup))
+
+
+def test_fault_outside_a_frame_is_reported_at_once():
+    words = [header(1), E(Op.FRAME), *body(1), E(Op.SYNC, barrier=0), *body(2)]
+    out = run(words, core_fault=(3, Fault.ILLEGAL, 0))
+    assert (out["fault"], out["fault_pc"]) == (Fault.ILLEGAL, 4)

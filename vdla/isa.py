@@ -19,8 +19,9 @@ Units of measure used throughout:
   accumulator ABUF, at the same index.
 
 Faults (:class:`vdla.regs.Fault`) stop only the tenant that caused them. An instruction that
-faults has no effect (a DMA's whole extent is checked before its first beat); instructions of
-the same frame before it may or may not have executed. When a tenant starts, the buffers of its
+faults has no effect (a DMA's whole extent is checked before its first beat); the other
+instructions of its frame that do not wait for it through tokens, before or after it, may or
+may not have executed (the units run in parallel). When a tenant starts, the buffers of its
 cores are zeroed, so nothing of a core's previous owner can be read.
 
 Only this module and :mod:`vdla.config` are imported by every part of the project.
