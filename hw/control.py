@@ -314,7 +314,7 @@ class Control(wiring.Component):
                 if reg.access == "rw":
                     bits = Value.cast(getattr(port, member))[extra:extra + REG_BITS]
                     with m.If(write & hit):
-                        m.d.sync += bits.eq(w_data)
+                        m.d.sync += bits.eq(w_data & reg.write_mask)
                 elif member is None:
                     for name, offset, action in extra:
                         bit = w_data[offset]

@@ -22,7 +22,7 @@ the core is aborted) ends the instruction the same way, without a fault: within 
 outstanding bursts' round trip, whatever its extent.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
@@ -77,7 +77,10 @@ class _DmaUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.check = check = DmaCheck(self._config, load=self._load)
+        check = DmaCheck(self._config, load=self._load)
+        # A cancelled check must not finish later: its verdict would be taken for the next
+        # instruction's (found by the formal segment proof, tests/test_formal.py).
+        m.submodules.check = ResetInserter(self.cancel)(check)
         m.submodules.gen = gen = BurstGen(self._addr_width)
 
         fields = Signal(isa.DmaFields)

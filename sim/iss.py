@@ -153,7 +153,7 @@ class Machine:
                 raise MachineError(f"register {name} is 32 bits wide, not {value:#x}")
             if t.running and name in _GUARDED:
                 raise MachineError(f"tenant {tenant} is running: its {name} is refused")
-            t.regs[name] = value
+            t.regs[name] = value & regs.register(name).write_mask
         elif name in _READ_ONLY:
             raise MachineError(f"register {name} is read-only")
         else:

@@ -288,6 +288,41 @@ def test_bus_error_is_segment_fault(unit_cls):
 
 
 @pytest.mark.parametrize("unit_cls", [LoadUnit, SaveUnit])
+def test_cancelled_check_does_not_judge_the_next(unit_cls):
+    """A check cancelled mid-way does not finish later and pass the next instruction, here
+    one far outside the segment (the counterexample of the formal segment proof)."""
+    op = isa.Opcode.LOAD if unit_cls is LoadUnit else isa.Opcode.SAVE
+    dut = unit_cls(CFG)
+    model = AxiRamModel(dut.m_axi, DRAM)
+    faults = []
+
+    async def bench(ctx):
+        ctx.set(dut.seg_size, 0x1000)
+        for fields, cancel in ((dma(op), True), (dma(op, dram_addr=0x8000), False)):
+            ctx.set(dut.cmd.payload.as_value(), isa.encode(op, **fields))
+            ctx.set(dut.cmd.valid, 1)
+            await ctx.tick().until(dut.cmd.ready)
+            ctx.set(dut.cmd.valid, 0)
+            if cancel:
+                ctx.set(dut.cancel, 1)
+                await ctx.tick()
+                ctx.set(dut.cancel, 0)
+                await ctx.tick()    # the next one's check starts as the stale one ends
+        for _ in range(30):
+            _, _, done, fault = await ctx.tick().sample(dut.done, dut.fault)
+            if done:
+                faults.append(fault)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(model.run, background=True)
+    sim.add_testbench(bench)
+    sim.run()
+    assert faults == [Fault.SEGMENT]
+    assert not model.reads and not model.writes
+
+
+@pytest.mark.parametrize("unit_cls", [LoadUnit, SaveUnit])
 def test_long_burst_bandwidth(unit_cls):
     """Long rows stream at (nearly) one beat per cycle, check and fill included."""
     op = isa.Opcode.LOAD if unit_cls is LoadUnit else isa.Opcode.SAVE

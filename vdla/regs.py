@@ -75,6 +75,14 @@ class Register:
     #: Part of the tenant's allocation: a write while the tenant runs is refused (SLVERR) and
     #: changes nothing, so no master can move a running tenant's cores, program or segment.
     guarded: bool = False
+    #: Low bits wired to zero: a write drops them and a read returns them as 0 (an alignment
+    #: the hardware enforces rather than trusts).
+    zero_low_bits: int = 0
+
+    @property
+    def write_mask(self):
+        """The bits of a 32-bit write that the register keeps."""
+        return 0xFFFF_FFFF & ~((1 << self.zero_low_bits) - 1)
 
 
 GLOBAL_REGS = (
@@ -99,8 +107,9 @@ TENANT_REGS = (
              guarded=True),
     Register("PROG_SIZE", 0x10, "rw", "Words in the program region; fetches past it fault.",
              guarded=True),
-    Register("SEG_BASE_LO", 0x14, "rw", "DRAM segment base address, low 32 bits.",
-             guarded=True),
+    Register("SEG_BASE_LO", 0x14, "rw", "DRAM segment base address, low 32 bits; a multiple "
+             "of 8 (the DMA's word), its low 3 bits read as zero.", guarded=True,
+             zero_low_bits=3),
     Register("SEG_BASE_HI", 0x18, "rw", "DRAM segment base address, high 32 bits.",
              guarded=True),
     Register("SEG_SIZE_LO", 0x1C, "rw", "DRAM segment size in bytes, low 32 bits.",
