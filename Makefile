@@ -23,6 +23,7 @@ help:
 	@echo "make test           the test suite (what CI runs)"
 	@echo "make test-novnni    the ONNX Runtime checks again on an emulated x86 CPU without VNNI"
 	@echo "make sim            the RTL regression on Verilator (one core and the 4-core pool)"
+	@echo "make formal         the formal proofs of isolation (SymbiYosys / Yosys), slow ones too"
 	@echo "make bench          benchmarks -> build/bench/results.json and results.md"
 	@echo "make bench-compile  compile and link benchmarks only"
 	@echo "make synth BOARD=b  bitstream and report of board b (ulx3s, icebreaker) in build/synth/b"
@@ -85,6 +86,9 @@ docs: $(STAMP)
 
 sim: $(STAMP)
 	$(BIN)/python -m pytest -q -m rtl $(PYTEST_ARGS)
+
+formal: $(STAMP)
+	$(BIN)/python -m pytest -q -m formal $(PYTEST_ARGS)
 
 # BOARD=ulx3s|icebreaker; SEEDS=1,2,3 tries several placements and keeps the best;
 # MEMORY=sdram|bram: where the DRAM is (default: the board's on-chip RAM);
