@@ -35,7 +35,7 @@ def dsp_budget(config, blocks=MULT18X18D):
 BOARD = Board(
     # Four 8x8 cores (``ulx3s``) do not fit the 85F's LUTs; four 8x4 cores do (docs/boards.md).
     name="ulx3s", platform=ULX3S_85F_Platform, family="ecp5", config="ulx3s-8x4",
-    configs=("ulx3s",),
+    configs=("ulx3s", "ulx3s-2x8"),
     clock="clk25", clock_direct=False, reset="button_pwr",
     # The FT231X's top rate.
     baud=3_000_000,

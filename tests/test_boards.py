@@ -266,5 +266,5 @@ def test_a_board_runs_its_configurations():
                                          r"not ulx3s-8x4$"):
         find_board(get_config("ulx3s-8x4"), "icebreaker")
     with pytest.raises(BoardError, match=r"^no board runs configuration small; boards: "
-                                         r"ulx3s \(ulx3s-8x4, ulx3s\), icebreaker"):
+                                         r"ulx3s \(ulx3s-8x4, ulx3s, ulx3s-2x8\), icebreaker"):
         find_board(get_config("small"))

@@ -206,7 +206,7 @@ def test_a_configuration_without_a_board_is_refused(tmp_path, capsys):
     status, _, err = run_cli(capsys, "run", ifp, "--input", tmp_path / "x.npy", "--output",
                              tmp_path / "y.npy", "--port", tmp_path / "tty")
     assert_one_line_error(status, err, "no board runs configuration small",
-                          "ulx3s (ulx3s-8x4, ulx3s), icebreaker (icebreaker)")
+                          "ulx3s (ulx3s-8x4, ulx3s, ulx3s-2x8), icebreaker (icebreaker)")
 
 
 def test_a_silent_port_is_a_one_line_error_not_a_hang(ulx3s_ifp):

@@ -133,6 +133,11 @@ CONFIGS = {
     "ulx3s-8x4": Config(name="ulx3s-8x4", cores=4, tenants=4, icp=8, ocp=4,
                         ibuf_depth=2048, wbuf_depth=256, pbuf_depth=256, obuf_depth=512,
                         imem_depth=4096, clock_mhz=50.0),
+    # The ULX3S's 8x8 cores, two of them: the peak of ulx3s-8x4 (128 MACs) in half the
+    # cores, and the core hash of ulx3s (its programs run here unchanged).
+    "ulx3s-2x8": Config(name="ulx3s-2x8", cores=2, tenants=4, icp=8, ocp=8,
+                        ibuf_depth=2048, wbuf_depth=256, pbuf_depth=256, obuf_depth=512,
+                        imem_depth=4096, clock_mhz=50.0),
     # iCEBreaker (iCE40UP5K): one core on its 8 DSPs, 8 inputs x 1 output channel per cycle;
     # the smallest buffers and instruction memory that run the digits CNN (its 3x3 conv of
     # 16 to 32 channels needs 18 WBUF entries; its program, 524 instruction words).
