@@ -17,12 +17,15 @@ import sys
 import time
 
 from amaranth.back import rtlil
-from amaranth.hdl import Assert, Assume, Cat, Elaboratable, Module, ResetSignal, Signal, Value
+from amaranth.hdl import (Assert, Assume, Cat, Const, Elaboratable, Module, Mux, ResetSignal,
+                          Signal, Value)
 from amaranth.hdl._ir import Fragment
 
+from vdla import isa
 from vdla.hw.dma import LoadUnit, SaveUnit
 from vdla.hw.fetch import Fetcher
 from vdla.hw.tenant_dispatch import TenantDispatch
+from vdla.regs import Fault
 
 __all__ = ["Result", "run_sby", "run_kind", "replay", "FetchRegion", "DmaSegment", "DispatchIsolation",
            "AbortBound"]
@@ -311,6 +314,13 @@ class FetchRegion(_Harness):
 
 # --- 2. LOAD / SAVE: every burst inside the segment -----------------------------------------
 
+def _times(value, count, top):
+    """``value * count`` for ``count`` in ``0 .. top`` (clamped): a sum of ``top`` terms
+    ``value if count >= k``, so that ``value * (count + 1)`` is one more term of it and the
+    solvers see linear sums, not products (which they cannot prove things about)."""
+    return sum(Mux(count >= k, value, 0) for k in range(1, top + 1))
+
+
 class DmaSegment(_Harness):
     """Every burst a :class:`~vdla.hw.dma.LoadUnit` (AR) or :class:`~vdla.hw.dma.SaveUnit`
     (AW) presents covers bytes ``[addr, addr + 8*(len+1))`` inside
@@ -323,15 +333,41 @@ class DmaSegment(_Harness):
     ``addr_width``-bit address space, and responses come only for bursts already accepted
     (an R beat with ``rlast`` / a B response retires one).
 
-    ``max_count`` bounds ``rows`` and ``planes`` of the instructions offered (None: any):
-    the invariant of a transfer of many rows is a product of a stride and a count, which
-    neither PDR nor an SMT solver proves at the fields' widths.
+    ``max_count`` (1 to 4) assumes ``rows <= max_count`` and ``planes <= max_count`` on
+    every instruction offered, and adds white-box invariants that make the property
+    1-inductive: what the extent check's registers hold while it runs (its multipliers take
+    one step), that a verdict NONE means the extent fits, and where the burst generator is in
+    the pattern (what is left of it ends inside the segment, above ``seg_base``). Their
+    ``count * stride`` terms are sums of ``max_count`` cases: a product of two variables (the
+    general invariant, ``max_count=None``) no solver here proves at the fields' widths, so
+    without ``max_count`` only a bounded check is practical.
+
+    The invariants, proven together, are too slow for the solver; ``stage`` (see
+    :attr:`STAGES`) asserts only those of one stage and assumes those of the earlier ones,
+    which is sound once every earlier stage is proven (an invariant holds in every reachable
+    state, so assuming it excludes none). ``stage=None`` asserts all of them at once.
     """
 
-    def __init__(self, config, *, load, addr_width=64, max_count=None):
+    #: Stage of each invariant (by label); the property is the last stage.
+    STAGES = {
+        "counts": 0, "latched": 0, "start": 0, "check_off": 0, "gen_off": 0, "check_load": 0,
+        "check_done": 0,
+        "products": 1, "dram_end": 1, "dram_end_abs": 1,
+        "verdict": 2, "fits": 2,
+        "gen_counts": 3, "gen_steps": 3, "gen_planes": 3,
+        "gen_rows": 4,
+        "gen_row": 5, "gen_above": 5,
+        "property": 6,
+    }
+
+    def __init__(self, config, *, load, addr_width=64, max_count=None, stage=None):
         self.load = load
         self.addr_width = addr_width
+        if max_count is not None and not 1 <= max_count <= 4:
+            # Above 4 the check's multipliers take more than one step: see invariants().
+            raise ValueError(f"max_count must be 1 to 4 or None, not {max_count!r}")
         self.max_count = max_count
+        self.stage = stage
         self.unit = (LoadUnit if load else SaveUnit)(config, addr_width=addr_width)
         self.inside = _Internals(self.unit)
         self._ports = _members(self.unit)
@@ -352,6 +388,7 @@ class DmaSegment(_Harness):
             dma = u.cmd.payload.body.dma
             with m.If(u.cmd.valid):
                 m.d.comb += Assume((dma.rows <= self.max_count) & (dma.planes <= self.max_count))
+            self.invariants(m)
 
         # Bursts accepted and not yet answered: a response needs one.
         prefix = "ar" if self.load else "aw"
@@ -367,6 +404,89 @@ class DmaSegment(_Harness):
         with m.If(valid):
             self.require(m, (addr >= u.seg_base)
                                & (addr + ((length + 1) << 3) <= u.seg_base + u.seg_size))
+
+    def require(self, m, condition, label="property"):
+        stage = self.STAGES[label]
+        if self.stage is None or stage == self.stage:
+            super().require(m, condition, label)
+        elif stage < self.stage:    # proven by the earlier stages' runs
+            m.d.comb += Assume(condition)
+
+    def invariants(self, m):
+        u, inside, top = self.unit, self.inside, self.max_count
+        f = isa.DmaFields(inside["fields"])
+        check = lambda name: inside[f"check.{name}"]
+        gen = lambda name: inside[f"gen.{name}"]
+        idle, checking, starting, moving = (inside.state("fsm", name)
+                                            for name in ("Idle", "Check", "Start", "Move"))
+        seg_end = u.seg_base + u.seg_size
+        length = f.length << 3      # bytes of a row
+
+        # The extent of the transfer in bytes from its first word, as the generator adds it
+        # up (byte strides): the check's verdict NONE says it fits in the segment.
+        span = (_times(f.plane_stride << 3, f.planes - 1, top - 1)
+                + _times(f.row_stride << 3, f.rows - 1, top - 1) + length)
+        counted = (f.rows != 0) & (f.planes != 0)
+        legal = counted & (f.length != 0) & (f.dram_addr[:3] == 0)
+        # Stated twice, relative to the segment and as absolute addresses: deriving one from
+        # the other and the check's arithmetic in a single induction step is too slow.
+        fits = legal & (f.dram_addr + span <= u.seg_size) & (inside["base"] + span <= seg_end)
+
+        # The unit: its latched copies of the segment, and which parts are running.
+        with m.If(~idle):
+            self.require(m, (f.rows <= top) & (f.planes <= top), "counts")
+            self.require(m, (inside["seg_size"] == u.seg_size)
+                            & (inside["base"] == (u.seg_base + f.dram_addr)[:self.addr_width]),
+                         "latched")
+        self.require(m, inside["start"] == starting, "start")
+        with m.If(~checking):
+            self.require(m, ~inside["check_start"] & ~check("busy") & ~check("done"), "check_off")
+        with m.If(gen("active") | gen("burst__valid")):
+            self.require(m, moving, "gen_off")
+        with m.If(starting | moving):
+            self.require(m, fits, "fits")
+
+        # The check (white-box), once loaded: with counts up to 4 its products take one step.
+        plane_off = _times(f.plane_stride, f.planes - 1, top - 1)
+        row_off = _times(f.row_stride, f.rows - 1, top - 1)
+        with m.If(checking):
+            with m.If(inside["check_start"]):
+                self.require(m, ~check("busy") & ~check("done"), "check_load")
+            with m.If(check("done")):
+                self.require(m, ~check("busy"), "check_done")
+                with m.If(check("fault") == Fault.NONE):
+                    self.require(m, fits, "verdict")
+            with m.If(check("busy") & counted):
+                self.require(m, (check("plane_off_acc") == plane_off)
+                                & (check("row_off_acc") == row_off)
+                                & (check("plane_off_b") == 0) & (check("row_off_b") == 0),
+                             "products")
+                with m.If(check("phase_b")):
+                    self.require(m, check("dram_end") == f.dram_addr + span, "dram_end")
+                    self.require(m, inside["base"] + check("dram_end") - f.dram_addr
+                                    == inside["base"] + span, "dram_end_abs")
+
+        # The generator: what is left of the pattern ends inside the segment.
+        with m.If(gen("active")):
+            plane_addr, row_addr = gen("plane_addr"), gen("row_addr")
+            planes_left, rows_left, left = gen("planes_left"), gen("rows_left"), gen("left")
+            addr = Cat(Const(0, 3), gen("offset"), gen("block"))
+            self.require(m, (planes_left >= 1) & (planes_left <= f.planes)
+                            & (rows_left >= 1) & (rows_left <= f.rows), "gen_counts")
+            self.require(m, (gen("plane_step") == (f.plane_stride << 3)[:self.addr_width])
+                            & (gen("row_step") == (f.row_stride << 3)[:self.addr_width]),
+                         "gen_steps")
+            self.require(m, (plane_addr[:3] == 0) & (row_addr[:3] == 0)
+                            & (plane_addr >= u.seg_base) & (row_addr >= u.seg_base)
+                            & (addr >= u.seg_base), "gen_above")
+            self.require(m, plane_addr + _times(gen("plane_step"), planes_left - 1, top - 1)
+                            + _times(gen("row_step"), f.rows - 1, top - 1) + length
+                            <= seg_end, "gen_planes")
+            self.require(m, row_addr + _times(gen("row_step"), rows_left - 1, top - 1) + length
+                            <= seg_end, "gen_rows")
+            self.require(m, (addr + (left << 3) == row_addr + length) & (left >= 1)
+                            & (gen("room") + gen("offset") == 16)
+                            & (gen("row_end") == (left <= gen("room"))), "gen_row")
 
 
 # --- 3. First-level dispatch: a core's pulses and settings come only from its owner ----------

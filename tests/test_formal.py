@@ -2,7 +2,8 @@
 
 Each test proves a property for every input sequence the harness allows, unbounded (ABC's
 PDR through SymbiYosys), or checks that a property stated too strongly for the gateware
-fails. A failing proof reports the counterexample's inputs.
+fails. A failing proof reports the counterexample's inputs. The DMA units' segment proof is
+in tests/test_formal_dma.py.
 """
 
 import pytest
