@@ -82,7 +82,15 @@ def test_config_hash_is_stable_and_core_only():
     assert small.core_hash() == get_config("small").core_hash()
     assert small.replace(cores=2, tenants=1).core_hash() == small.core_hash()
     assert small.replace(ibuf_depth=512).core_hash() != small.core_hash()
-    assert len({c.core_hash() for c in CONFIGS.values()}) == len(CONFIGS)
+    assert len({c.full_hash() for c in CONFIGS.values()}) == len(CONFIGS)
+    # Configurations differing only in cores and tenants run the same programs.
+    pools = {}
+    for config in CONFIGS.values():
+        pools.setdefault(config.replace(name="", cores=1, tenants=1, clock_mhz=1.0),
+                         set()).add(config.core_hash())
+    assert all(len(hashes) == 1 for hashes in pools.values())
+    assert len({c.core_hash() for c in CONFIGS.values()}) == len(pools)
+    assert get_config("ulx3s-2x8").core_hash() == get_config("ulx3s").core_hash()
 
 
 @pytest.mark.parametrize("changes, message", [
