@@ -4,7 +4,8 @@ into LiteDRAM's generated controller and behavioural SDRAM model
 (``vdla.sim.rtl_build.TOPS["board_top_sdram"]``), driven through its UART pins only by the
 host code a board runs. A small CNN (the netlist check's) on the one-core ``smoke``
 configuration of tests/test_board_flow.py must match the golden model bit for bit, its
-weights, program, inputs and outputs all held in the SDRAM.
+weights, inputs and outputs all held in the SDRAM (the program in the on-chip instruction
+memory).
 
 Slow: the first run makes LiteDRAM's environment and its simulation core (build/sdram/) and
 builds the top in Verilator (cached under build/rtl/board_top_sdram-<hash>).
