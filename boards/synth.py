@@ -14,6 +14,8 @@ board's configuration with the YoWASP tools into ``build/synth/<board>/``:
    board top without RAM has nothing to run against at gate level);
 5. nextpnr once per seed (``--seeds``), each with its own ``--report`` (router2: router1
    took 580 s to route the one-core smoke test's design, which router2 routes in a fraction);
+   a seed whose routing stops converging is given up (:mod:`.congestion`), and when every
+   seed is, the report names the blocks whose nets crowd the wires (exit status 1);
 6. the bitstream packed from the best seed's placement.
 
 The report (``report.json`` and ``report.md``) gives the resources used, the Fmax nextpnr
@@ -34,7 +36,9 @@ import time
 
 from .board import MEMORIES, NETLIST_TOP, SDRAM_MHZ
 from .pll import make_pll
-from .toolflow import ToolError, find_tool, parse_nextpnr, run_tool
+from .congestion import PATIENCE, latest_heatmap, render as render_congestion, router_progress, \
+    stalled
+from .toolflow import ToolError, ToolStopped, find_tool, parse_nextpnr, run_tool
 
 __all__ = ["BOARDS", "get_board", "build", "render_markdown", "main"]
 
@@ -61,6 +65,10 @@ class TimingError(ToolError):
 
 class FitError(ToolError):
     """The design needs more of a resource than the device has."""
+
+
+class RouteError(ToolError):
+    """No placement could be routed: router2 stalled on every seed."""
 
 
 def get_board(name):
@@ -97,12 +105,13 @@ def _margin(figures, target):
 
 
 def build(board, config, out, *, freq=None, seeds=(1,), ram_bytes=None, memory=None,
-          check=True, progress=print):
+          check=True, patience=PATIENCE, progress=print):
     """Build ``board``'s bitstream for ``config`` in ``out``; return the report (a dict, also
     written as ``report.json`` and ``report.md``). ``memory`` is where the DRAM is (one of
     :data:`~.board.MEMORIES`; default the board's). With ``check``, the synthesized netlist
     runs the digits CNN against the golden model first (:mod:`.netlist_check`; on-chip RAM
-    only).
+    only). A seed whose routing stops converging for ``patience`` router2 iterations is
+    given up (:func:`.congestion.stalled`; 0 waits for ever).
 
     Raises :class:`TimingError` after writing both when the best seed misses the clock,
     :class:`FitError` when the design does not fit, :class:`~.toolflow.ToolError` when a
@@ -160,19 +169,28 @@ def build(board, config, out, *, freq=None, seeds=(1,), ram_bytes=None, memory=N
         progress("netlist check: not run (the board top's DRAM is the SDRAM)")
     checked = _check_netlist(board, config, out, ram_bytes, progress) \
         if check and not sdram else None
-    seeds_report = {}
+    seeds_report, unrouted = {}, {}
     for seed in seeds:
         log, report = f"nextpnr-{seed}.log", f"nextpnr-{seed}.json"
-        seconds[f"nextpnr_seed{seed}"] = run_tool(f"nextpnr seed {seed}", [
-            placer, *device, placed_option, f"top-{seed}.{placed_ext}", "--seed",
-            str(seed), "--router", "router2", "--timing-allow-fail", "--report", report,
-            "--log", log],
-            out / f"nextpnr-{seed}.stdout", env, progress, out / log)
+        heatmap = f"congestion-{seed}"
+        try:
+            seconds[f"nextpnr_seed{seed}"] = run_tool(f"nextpnr seed {seed}", [
+                placer, *device, placed_option, f"top-{seed}.{placed_ext}", "--seed",
+                str(seed), "--router", "router2", "--timing-allow-fail", "--report", report,
+                "--router2-heatmap", heatmap, "--log", log],
+                out / f"nextpnr-{seed}.stdout", env, progress, out / log,
+                stop=lambda text: stalled(router_progress(text), patience))
+        except ToolStopped as stop:
+            unrouted[seed] = {"reason": str(stop), "heatmap": latest_heatmap(out / heatmap)}
+            continue
         figures = parse_nextpnr((out / log).read_text(errors="replace"),
                                 json.loads((out / report).read_text()))
         seeds_report[seed] = figures
         progress(f"seed {seed}: " + ", ".join(f"{clock} {mhz:.1f} MHz" for clock, mhz in
                                               figures["clocks"].items()))
+    if not seeds_report:
+        _report_unrouted(board, config, out, unrouted, packed, checked)
+    seeds = [seed for seed in seeds if seed in seeds_report]
     best = max(seeds, key=lambda s: _margin(seeds_report[s], pll.output_mhz))
     worst = min(seeds, key=lambda s: _margin(seeds_report[s], pll.output_mhz))
     bitstream = out / f"top.{board.bitstream}"
@@ -199,6 +217,7 @@ def build(board, config, out, *, freq=None, seeds=(1,), ram_bytes=None, memory=N
         "utilisation": figures["utilisation"],
         "seeds": {str(s): round(seeds_report[s]["fmax_mhz"], 2) for s in seeds},
         "best_seed": best, "worst_seed": worst,
+        "unrouted_seeds": {str(seed): u["reason"] for seed, u in unrouted.items()},
         "critical_path": figures["critical_path"],
         "netlist_check": checked,
         "bitstream": str(bitstream),
@@ -248,6 +267,30 @@ def _report_overflow(board, config, out, plan, over, figures, env, progress, che
     raise FitError(f"{config.name} does not fit the {board.name}'s FPGA: " + ", ".join(
         f"{cell} {used}/{avail} ({used / avail:.1f}x)" for cell, (used, avail) in over.items())
         + f"; the blocks that take the space: {out / 'report.md'}")
+
+
+def _report_unrouted(board, config, out, unrouted, packed, checked):
+    """Write the report of a design no seed's placement could route, with the blocks whose
+    nets crowd the wires (router2's last heatmap), and raise :class:`RouteError`."""
+    seeds = {str(seed): {"reason": u["reason"],
+                         "heatmap": str(u["heatmap"]) if u["heatmap"] else None}
+             for seed, u in unrouted.items()}
+    report = {"board": board.name, "config": config.name, "fits": True, "routed": False,
+              "seeds": seeds, "utilisation": packed["utilisation"], "netlist_check": checked}
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [f"# {board.name}: configuration {config.name} does not route", "",
+             f"Netlist check: {_checked(checked)}.", "", "| seed | why |", "|---|---|"]
+    lines += [f"| {seed} | {s['reason']} |" for seed, s in seeds.items()]
+    lines += ["", "| cell | used | available | % |", "|---|---|---|---|"]
+    lines += [f"| {cell} | {used} | {avail} | {100 * used / avail:.0f} |"
+              for cell, (used, avail) in sorted(packed["utilisation"].items()) if avail]
+    last = next((u["heatmap"] for u in reversed(unrouted.values()) if u["heatmap"]), None)
+    if last:
+        lines += ["", *render_congestion(last)]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    raise RouteError(f"{config.name} does not route on the {board.name}: "
+                     + "; ".join(f"seed {seed}: {s['reason']}" for seed, s in seeds.items())
+                     + f"; the blocks whose nets crowd the wires: {out / 'report.md'}")
 
 
 def _checked(summary):
@@ -305,7 +348,9 @@ def render_markdown(report):
                 f"on-chip RAM {report['ram_bytes'] // 1024} KiB"),
              f"- seeds: " + ", ".join(f"{s}: {mhz:.1f} MHz" for s, mhz in
                                       report["seeds"].items())
-             + f" (best {report['best_seed']}, worst {report['worst_seed']})",
+             + f" (best {report['best_seed']}, worst {report['worst_seed']})"
+             + "".join(f"; seed {s} not routed ({why})"
+                       for s, why in report.get("unrouted_seeds", {}).items()),
              f"- netlist check: {_checked(report['netlist_check'])}",
              f"- bitstream: `{report['bitstream']}`", "",
              "## Fmax per clock (nextpnr, best seed)", "", "| clock | MHz | target |",
@@ -337,6 +382,9 @@ def main(argv=None):
                         help="where the DRAM is: on-chip RAM or the board's SDRAM "
                              "(default: the board's)")
     parser.add_argument("--out", default=None, help="output folder (default build/synth/BOARD)")
+    parser.add_argument("--patience", type=int, default=PATIENCE,
+                        help="router2 iterations without 5%% fewer overused wires before a "
+                             f"seed is given up (default {PATIENCE}; 0: never)")
     parser.add_argument("--no-check", action="store_true",
                         help="skip simulating the synthesized netlist against the golden model")
     args = parser.parse_args(argv)
@@ -355,8 +403,9 @@ def main(argv=None):
         report = build(board, config, args.out or pathlib.Path("build/synth") / board.name,
                        freq=args.freq, seeds=seeds,
                        ram_bytes=args.ram_kib * 1024 if args.ram_kib else None,
-                       memory=args.memory, check=not args.no_check, progress=progress)
-    except (TimingError, FitError) as error:
+                       memory=args.memory, check=not args.no_check,
+                       patience=args.patience, progress=progress)
+    except (TimingError, FitError, RouteError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except (ConfigError, ToolError, ValueError) as error:

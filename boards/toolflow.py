@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-__all__ = ["ToolError", "ToolMissing", "find_tool", "run_tool", "last_line", "parse_nextpnr"]
+__all__ = ["ToolError", "ToolMissing", "ToolStopped", "find_tool", "run_tool", "last_line", "parse_nextpnr"]
 
 #: Seconds between progress lines while a tool runs.
 HEARTBEAT = 60
@@ -27,6 +27,10 @@ class ToolMissing(ToolError):
     """A tool is not installed."""
 
 
+class ToolStopped(ToolError):
+    """A tool was stopped because it would not finish (the reason is the message)."""
+
+
 def find_tool(name):
     """Command of a YoWASP tool: ``$YOSYS`` / ``$NEXTPNR_ECP5`` (Amaranth's convention), else
     on PATH, else next to this Python (the virtual environment's bin/)."""
@@ -37,9 +41,11 @@ def find_tool(name):
     raise ToolMissing(f"{name} not found (pip install {name}, or make install)")
 
 
-def run_tool(label, argv, log, env, progress, watch=None):
+def run_tool(label, argv, log, env, progress, watch=None, stop=None):
     """Run one tool with its output in ``log``; every minute a progress line with the last
-    line of ``watch`` (the tool's own log file; default ``log``)."""
+    line of ``watch`` (the tool's own log file; default ``log``). ``stop``, if given, is
+    called as ``stop(text of watch)`` every minute: a reason it returns ends the tool and
+    raises :class:`ToolStopped` with it."""
     started = time.monotonic()
     progress(f"{label}: started ({pathlib.Path(argv[0]).name})")
     with open(log, "w") as out:
@@ -52,12 +58,26 @@ def run_tool(label, argv, log, env, progress, watch=None):
             except subprocess.TimeoutExpired:
                 progress(f"{label}: {time.monotonic() - started:.0f} s, "
                          f"{last_line(watch or log)}")
+                reason = stop and stop(_read(watch or log))
+                if reason:
+                    proc.terminate()
+                    proc.wait()
+                    progress(f"{label}: stopped after {time.monotonic() - started:.0f} s: "
+                             f"{reason}")
+                    raise ToolStopped(reason)
     elapsed = time.monotonic() - started
     if proc.returncode:
         raise ToolError(f"{label} failed (exit {proc.returncode}) after {elapsed:.0f} s: "
                         f"{last_line(log, 'ERROR') or last_line(log)} (log: {log})")
     progress(f"{label}: done in {elapsed:.0f} s")
     return elapsed
+
+
+def _read(path):
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def last_line(path, containing=""):
