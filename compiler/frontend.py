@@ -17,7 +17,9 @@ quantizations) only gives the int8 tensor a second ONNX shape (a *view*).
 
 The IR input tensor carries the ONNX input's name, each output tensor the ONNX output's name,
 with the quantization of the QuantizeLinear after the input / the DequantizeLinear before the
-output, so a host maps float model I/O to IR tensors directly.
+output, so a host maps float model I/O to IR tensors directly. Float work at the model's
+edges that the accelerator does not do (an NHWC input's Transpose, a final Softmax) is
+recorded on those tensors as host steps (:mod:`.onnx_host`, :mod:`.host_steps`).
 """
 
 import collections
@@ -29,6 +31,8 @@ from onnx import TensorProto
 from . import ir
 from .errors import CompileError
 from .onnx_graph import PASS_THROUGH, RESHAPES, SUPPORTED_OPS, OnnxGraph, load_proto
+from .onnx_host import (find_tails, host_only_refusal, input_relayout, ir_shape_of,
+                        resolve_tail, viewable)
 from .onnx_lower import Affine, Out
 from .onnx_main import MAIN_OPS, parse_main, requant_layer
 from .quant import clamp_range
@@ -75,15 +79,24 @@ class _Frontend:
         self.views = {}
         self.inputs = []
         self._layer_names = collections.Counter()
+        self.replaced = set()       # QuantizeLinear outputs the host's input relayout replaces
+        self.tails = {}             # output name -> onnx_host.Tail
+        self._resolved = {}         # output name -> resolve_tail() of its tail
 
     # -- driver ------------------------------------------------------------------------------
     def run(self, name):
         self._check_ops()
         self._read_input()
+        self.tails = find_tails(self)
+        tail_of = {q.output[0]: tail for tail in self.tails.values() for q in tail.quantizers}
         for node in self.g.nodes:
             if node.op_type == "QuantizeLinear" and node.output[0] not in self.views \
+                    and node.output[0] not in self.replaced \
                     and self.g.const(node.input[0]) is None:
-                self._segment(node)
+                tail = tail_of.get(node.output[0])
+                # Nodes are in topological order: the tail's anchor tensor exists by now.
+                if tail is None or not self._tail(tail.output).on_host:
+                    self._segment(node)
         outputs = self._read_outputs()
         graph = ir.Graph(self.tensors, self.layers, self.inputs, outputs, name)
         _prune(graph)
@@ -120,24 +133,23 @@ class _Frontend:
             raise CompileError(f"input {value.name!r} is not float32; vdla expects a float "
                                f"input followed by QuantizeLinear")
         shape = self.g.value_shape(value)
-        if shape is None or shape[0] != 1 or len(shape) not in (2, 4):
+        if shape is None or shape[0] != 1:
             raise CompileError(f"input {value.name!r} has shape "
                                f"{_dims(value)}; expected [1, C, H, W] or [1, N] (batch 1)")
-        ir_shape = tuple(shape[1:]) if len(shape) == 4 else (shape[1], 1, 1)
-        params = None
-        for node in self.g.consumers.get(value.name, []):
-            if node.op_type != "QuantizeLinear":
-                raise self.g.unsupported(node, f"consumes the float model input "
-                                         f"{value.name!r}; only QuantizeLinear may")
-            node_params = self.g.act_params(node)
-            if params is not None and node_params != params:
-                raise self.g.unsupported(node, "the model input is quantized twice with "
-                                         "different parameters")
-            params = node_params
-            self.views[node.output[0]] = View(value.name, shape)
-        if params is None:
-            raise CompileError(f"input {value.name!r} is not quantized (no QuantizeLinear)")
-        self.tensors[value.name] = ir.Tensor(value.name, ir_shape, params[0], params[1], shape)
+        way = input_relayout(self, value.name, shape)
+        ir_shape = ir_shape_of(way.shape)
+        if ir_shape is None and not way.steps:
+            raise CompileError(f"input {value.name!r} has shape "
+                               f"{_dims(value)}; expected [1, C, H, W] or [1, N] (batch 1)")
+        if ir_shape is None:
+            raise CompileError(f"input {value.name!r} of shape {shape} reaches its "
+                               f"QuantizeLinear as {way.shape}; expected [1, C, H, W] or "
+                               f"[1, N] (batch 1)")
+        for node in way.quantizers:
+            self.views[node.output[0]] = View(value.name, way.shape)
+        self.replaced.update(node.output[0] for node in way.replaced)
+        self.tensors[value.name] = ir.Tensor(value.name, ir_shape, way.params[0], way.params[1],
+                                             shape, tuple(way.steps))
         self.inputs.append(value.name)
 
     # -- one QuantizeLinear: one layer ---------------------------------------------------------
@@ -152,7 +164,7 @@ class _Frontend:
                                          f"input without QuantizeLinear")
             op = node.op_type
             if op == "DequantizeLinear":
-                return None, self._dq_view(node), post[::-1]
+                return None, self.dq_view(node), post[::-1]
             if op in PASS_THROUGH or op in RESHAPES or op in _CLAMP_OPS or \
                     op == "BatchNormalization":
                 post.append(node)
@@ -162,13 +174,15 @@ class _Frontend:
                 name = node.input[1 - self._const_operand(node)]
             elif op in MAIN_OPS:
                 return node, None, post[::-1]
+            elif host_only_refusal(self, node) is not None:
+                raise host_only_refusal(self, node)
             elif op in _AFFINE_OPS:
                 raise self.g.unsupported(node, f"{op} of two activations is not supported")
             else:
                 raise self.g.unsupported(node, f"operator {op} cannot produce a quantized "
                                          f"activation here")
 
-    def _pass_through(self, node):
+    def pass_through(self, node):
         """Identity, or Dropout in inference mode (its mask output unused)."""
         self.g.check_single_output(node)
         training = self.g.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
@@ -179,7 +193,7 @@ class _Frontend:
         consts = [i for i in (0, 1) if self.g.const(node.input[i]) is not None]
         return consts[0] if len(consts) == 1 else None
 
-    def _dq_view(self, dq):
+    def dq_view(self, dq):
         source = dq.input[0]
         if source not in self.views:
             if self.g.const(source) is not None or source in {i.name for i in
@@ -198,8 +212,9 @@ class _Frontend:
     def activation(self, float_name, user):
         """View of the int8 activation behind a main op's float input (through reshapes)."""
         def refuse(node):
-            return self.g.unsupported(user, f"input {float_name!r} is not a quantized "
-                                      f"activation (DequantizeLinear output)")
+            return host_only_refusal(self, node) or self.g.unsupported(
+                user, f"input {float_name!r} is not a quantized activation (DequantizeLinear "
+                      f"output)")
         return self._view_through(float_name, refuse)
 
     def _view_through(self, name, refuse):
@@ -211,12 +226,12 @@ class _Frontend:
             if node is None or node.op_type not in PASS_THROUGH | RESHAPES | {"DequantizeLinear"}:
                 raise refuse(node)
             if node.op_type == "DequantizeLinear":
-                view = self._dq_view(node)
+                view = self.dq_view(node)
                 break
             if node.op_type in RESHAPES:
                 reshapes.append(node)
             else:
-                self._pass_through(node)
+                self.pass_through(node)
             name = node.input[0]
         shape = view.shape
         for node in reversed(reshapes):
@@ -227,8 +242,7 @@ class _Frontend:
         """Apply a reshaping node to a view; only layout-preserving results are accepted."""
         self.g.check_single_output(node)
         out = self.g.reshaped(node, shape)
-        c, h, w = ir_shape
-        if out in ((1, c * h * w), (1, c, h, w)) or (h == w == 1 and out == (1, c)):
+        if viewable(out, ir_shape):
             return out
         raise self.g.unsupported(node, f"reshape of {shape} to {out} is not supported "
                                  f"(only flattening to (1, N))")
@@ -245,7 +259,7 @@ class _Frontend:
         low, high, clamp_node = None, None, None
         for node in post:
             if node.op_type in PASS_THROUGH:
-                self._pass_through(node)
+                self.pass_through(node)
             elif node.op_type in RESHAPES:
                 shape = self._reshaped(node, shape, ir_shape)
             elif node.op_type in _CLAMP_OPS:
@@ -344,11 +358,11 @@ class _Frontend:
     def _read_outputs(self):
         names, claimed = [], set(self.inputs)
         for value in self.g.graph.output:
-            view = self._output_view(value.name)
+            view, steps, shape = self._output_source(value.name)
             declared = self.g.value_shape(value)
-            if declared is not None and tuple(declared) != tuple(view.shape):
+            if declared is not None and tuple(declared) != tuple(shape):
                 raise CompileError(f"output {value.name!r}: declared shape {declared} differs "
-                                   f"from the computed {view.shape}")
+                                   f"from the computed {shape}")
             source = view.ir
             if source in claimed:
                 # The same int8 tensor is already the input or another output: give this
@@ -362,10 +376,25 @@ class _Frontend:
                                                      tensor.zero_point)
             else:
                 _rename(self, source, value.name)
-            self.tensors[value.name].onnx_shape = tuple(view.shape)
+            self.tensors[value.name].onnx_shape = tuple(shape)
+            self.tensors[value.name].host = tuple(steps)
             claimed.add(value.name)
             names.append(value.name)
         return names
+
+    def _tail(self, output):
+        """:func:`resolve_tail` of the tail of ``output``, computed once."""
+        if output not in self._resolved:
+            self._resolved[output] = resolve_tail(self, self.tails[output])
+        return self._resolved[output]
+
+    def _output_source(self, name):
+        """``(view, host steps, ONNX shape)`` of graph output ``name``."""
+        if name in self.tails and self._tail(name).on_host:
+            view, steps, shape, _ = self._tail(name)
+            return view, steps, shape
+        view = self._output_view(name)
+        return view, (), view.shape
 
     def _output_view(self, name):
         if name in self.views:

@@ -9,6 +9,10 @@ last section, so any corruption is detected.
 
 :func:`loads` validates everything and raises :class:`~.errors.IFPError` with a one-line
 message, never another exception, whatever the bytes.
+
+Version 2 added the ``host`` steps of model inputs and outputs (:mod:`.host_steps`); a
+version 1 file (which has none) still reads, while a version 1 reader refuses a version 2
+file instead of silently skipping, say, a model's final Softmax.
 """
 
 import json
@@ -20,14 +24,17 @@ import numpy as np
 
 from vdla import isa
 
+from . import host_steps
 from .errors import IFPError
 from .program import FRAME_DTYPE, LayerEntry, Program, TensorEntry
 
-__all__ = ["MAGIC", "FORMAT_VERSION", "MAX_SEGMENT_BYTES", "dumps", "loads", "write_ifp",
-           "read_ifp"]
+__all__ = ["MAGIC", "FORMAT_VERSION", "READ_VERSIONS", "MAX_SEGMENT_BYTES", "dumps", "loads",
+           "write_ifp", "read_ifp"]
 
 MAGIC = b"VDLAIFP\0"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this reader reads: 1 is version 2 without host steps.
+READ_VERSIONS = (1, 2)
 # magic, version, header bytes, core hash (16 ASCII hex digits), section count, header CRC
 _HEADER = struct.Struct("<8sII16sII")
 _SECTION = struct.Struct("<IIQQI4x")      # kind, reserved, offset, length, crc32
@@ -48,14 +55,20 @@ _KIND_NAMES = {"str": "a printable string", "int": "an integer", "num": "a finit
                "list": "a list"}
 
 
+def _tensor_meta(t):
+    meta = {"name": t.name, "shape": [int(v) for v in t.shape], "scale": float(t.scale),
+            "zero_point": int(t.zero_point), "onnx_shape": [int(v) for v in t.onnx_shape],
+            "offset": int(t.offset), "size": int(t.size), "role": t.role}
+    if t.host:          # only where there are steps: other tensors read as in version 1
+        meta["host"] = [dict(step) for step in t.host]
+    return meta
+
+
 def _meta(program):
     missing = [t.name for t in program.tensors if t.onnx_shape is None]
     if missing:
         raise IFPError(f"tensor {missing[0]!r} has no ONNX shape")
-    tensors = [{"name": t.name, "shape": [int(v) for v in t.shape], "scale": float(t.scale),
-                "zero_point": int(t.zero_point), "onnx_shape": [int(v) for v in t.onnx_shape],
-                "offset": int(t.offset), "size": int(t.size), "role": t.role}
-               for t in program.tensors]
+    tensors = [_tensor_meta(t) for t in program.tensors]
     layers = [{"name": l.name, "kind": l.kind, "inputs": list(l.inputs), "output": l.output,
                "deps": [int(d) for d in l.deps], "macs": int(l.macs)} for l in program.layers]
     return {"model": program.model, "config": program.config, "core_hash": program.core_hash,
@@ -118,9 +131,10 @@ class _Reader:
         magic, version, head_size, core, count, crc = _HEADER.unpack_from(data)
         if magic != MAGIC:
             self.fail("not an instruction frame package (bad magic)")
-        if version != FORMAT_VERSION:
+        if version not in READ_VERSIONS:
             self.fail(f"format version {version} is not supported (this reader: "
-                      f"{FORMAT_VERSION})")
+                      f"{', '.join(map(str, READ_VERSIONS))})")
+        self.version = version
         if not 0 < count <= 64 or head_size != _HEADER.size + _SECTION.size * count:
             self.fail(f"corrupted header: {count} sections in {head_size} header bytes")
         if len(data) < head_size:
@@ -253,10 +267,27 @@ class _Reader:
                                          "of its shape") != elements:
                 self.fail(f"metadata: {where}: 'onnx_shape' {onnx} does not hold the "
                           f"{elements} elements of shape {shape}")
+            host = self.host(t, where, role, tuple(onnx), tuple(shape))
             seen.add(name)
             out.append(TensorEntry(name, tuple(shape), float(scale), zp, tuple(onnx), offset,
-                                   size, role))
+                                   size, role, host))
         return out, seen
+
+    def host(self, t, where, role, onnx, shape):
+        """The optional host steps of a model input (applied from its ONNX shape) or output
+        (applied from its ``(C, H, W)`` shape)."""
+        if "host" not in t:
+            return ()
+        if self.version < 2:
+            self.fail(f"metadata: {where}: 'host' needs format version 2, the file is "
+                      f"version {self.version}")
+        if role == "activation":
+            self.fail(f"metadata: {where}: 'host' steps belong to a model input or output")
+        try:
+            host_steps.check(t["host"], onnx if role == "input" else shape)
+        except ValueError as error:
+            self.fail(f"metadata: {where}: 'host' {error}")
+        return tuple(dict(step) for step in t["host"])
 
     def layers(self, meta, names):
         out = []

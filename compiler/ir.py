@@ -21,12 +21,15 @@ __all__ = ["Tensor", "Requant", "Conv", "Dense", "Pool", "Add", "Graph", "LAYER_
 
 @dataclasses.dataclass
 class Tensor:
-    """An int8 activation. ``onnx_shape`` is its shape in the ONNX graph (for model I/O)."""
+    """An int8 activation. ``onnx_shape`` is its shape in the ONNX graph (for model I/O);
+    ``host`` the steps of :mod:`vdla.compiler.host_steps` the host applies between the float
+    model input or output and this tensor (a model input or output only)."""
     name: str
     shape: tuple            # (C, H, W)
     scale: float
     zero_point: int
     onnx_shape: tuple = None
+    host: tuple = ()
 
     @property
     def channels(self):

@@ -42,7 +42,11 @@ def ints_from_words(words):
 
 @dataclasses.dataclass
 class TensorEntry:
-    """An activation tensor as stored in the segment (layout ``[C/CB][H][W][CB]`` int8)."""
+    """An activation tensor as stored in the segment (layout ``[C/CB][H][W][CB]`` int8).
+
+    ``host`` lists the float steps (:mod:`vdla.compiler.host_steps`) the host applies to a
+    model input before quantizing it, or to a model output after dequantizing it.
+    """
     name: str
     shape: tuple            # (C, H, W)
     scale: float
@@ -51,6 +55,7 @@ class TensorEntry:
     offset: int             # byte offset in the segment
     size: int               # bytes (with channel padding)
     role: str               # "input", "output" or "activation"
+    host: tuple = ()        # host steps (model input or output only)
 
 
 @dataclasses.dataclass

@@ -72,7 +72,7 @@ def _tensor_entries(graph, mem):
         onnx_shape = tuple(t.onnx_shape) if t.onnx_shape is not None else (1, *t.shape)
         out.append(TensorEntry(name, tuple(int(v) for v in t.shape), float(t.scale),
                                int(t.zero_point), onnx_shape, int(offset), int(mem.sizes[name]),
-                               mem.roles[name]))
+                               mem.roles[name], tuple(t.host)))
     return out
 
 

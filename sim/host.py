@@ -9,7 +9,10 @@ drives any :mod:`.bus` backend (the ISS or the RTL) through the same register ma
 
 Conveniences: :func:`run_program_int` (int8 tensors in, int8 tensors out) and
 :func:`run_program` (float tensors in ONNX shapes, quantized and dequantized like ONNX
-QuantizeLinear / DequantizeLinear).
+QuantizeLinear / DequantizeLinear). :func:`quantize_input` and :func:`dequantize_output` are
+the one place float model I/O meets the accelerator's tensors, for every driver and backend:
+they also apply the host steps the compiler recorded (:mod:`vdla.compiler.host_steps`: an
+NHWC input's transpose, a final Softmax).
 """
 
 import dataclasses
@@ -17,14 +20,15 @@ import time
 
 import numpy as np
 
-from vdla.compiler import layout
+from vdla.compiler import host_steps, layout
 from vdla.compiler.link import link
 from vdla.compiler.program import Allocation
 from .iss import Machine
 
 __all__ = ["Host", "TenantHandle", "TenantView", "HostError", "check_disjoint",
            "check_new_tenant", "fault_message", "run_program_int", "run_program",
-           "quantize", "dequantize", "quantize_inputs", "dequantize_outputs"]
+           "quantize", "dequantize", "quantize_input", "dequantize_output", "quantize_inputs",
+           "dequantize_outputs"]
 
 
 class HostError(RuntimeError):
@@ -289,36 +293,62 @@ def dequantize(q, scale, zero_point):
     return ((np.asarray(q, np.int32) - zero_point).astype(np.float32) * np.float32(scale))
 
 
+def quantize_input(entry, x):
+    """A float32 model input -> the int8 ``(C, H, W)`` tensor the accelerator reads.
+
+    Parameters
+    ----------
+    entry : TensorEntry
+        The program's input tensor.
+    x : array_like
+        The input in its ONNX shape ``entry.onnx_shape`` (any shape of as many elements is
+        read in C order as that shape).
+
+    Returns
+    -------
+    np.ndarray
+        int8 ``entry.shape``: ``entry.host`` applied (e.g. NHWC -> NCHW), then quantized.
+    """
+    x = np.asarray(x, np.float32)
+    if x.size != int(np.prod(entry.shape)):
+        raise HostError(f"input {entry.name}: expected shape {tuple(entry.onnx_shape)}, "
+                        f"got {x.shape}")
+    if entry.host:
+        x = host_steps.apply(entry.host, x.reshape(entry.onnx_shape))
+    return quantize(x.reshape(entry.shape), entry.scale, entry.zero_point)
+
+
+def dequantize_output(entry, q):
+    """The int8 ``(C, H, W)`` output tensor ``q`` -> float32 in the model output's ONNX shape:
+    dequantized, ``entry.host`` applied (e.g. the model's final Softmax), reshaped (C order)."""
+    y = dequantize(q, entry.scale, entry.zero_point)
+    if entry.host:
+        y = host_steps.apply(entry.host, y.reshape(entry.shape))
+    shape = tuple(entry.onnx_shape) if entry.onnx_shape else tuple(entry.shape)
+    return y.reshape(shape)
+
+
 def quantize_inputs(program, inputs):
-    """Float32 inputs (any shape with the tensor's element count) -> int8 ``(C, H, W)``."""
+    """Float32 inputs in their ONNX shapes -> int8 ``(C, H, W)`` (:func:`quantize_input`)."""
     int_inputs = {}
     for name in program.inputs:
-        entry = program.tensor(name)
         if name not in inputs:
             raise HostError(f"missing input {name!r}")
-        x = np.asarray(inputs[name], np.float32)
-        if x.size != int(np.prod(entry.shape)):
-            raise HostError(f"input {name}: expected shape {tuple(entry.onnx_shape)}, "
-                            f"got {x.shape}")
-        int_inputs[name] = quantize(x.reshape(entry.shape), entry.scale, entry.zero_point)
+        int_inputs[name] = quantize_input(program.tensor(name), inputs[name])
     return int_inputs
 
 
 def dequantize_outputs(program, outputs):
-    """int8 ``(C, H, W)`` outputs -> float32 in their ONNX shapes (flattened in C, H, W order)."""
-    result = {}
-    for name, q in outputs.items():
-        entry = program.tensor(name)
-        shape = tuple(entry.onnx_shape) if entry.onnx_shape else tuple(entry.shape)
-        result[name] = dequantize(q, entry.scale, entry.zero_point).reshape(shape)
-    return result
+    """int8 ``(C, H, W)`` outputs -> float32 in their ONNX shapes (:func:`dequantize_output`)."""
+    return {name: dequantize_output(program.tensor(name), q) for name, q in outputs.items()}
 
 
 def run_program(program, config, inputs, cores=1):
     """Run one inference with float32 inputs and outputs in their ONNX shapes.
 
     Inputs are quantized with each tensor's scale and zero point; outputs are dequantized and
-    reshaped from ``(C, H, W)`` (flattened in C, H, W order) to their ONNX shape.
+    reshaped from ``(C, H, W)`` (flattened in C, H, W order) to their ONNX shape; the host steps
+    of each (:func:`quantize_input`, :func:`dequantize_output`) are applied on the way.
     """
     outputs = run_program_int(program, config, quantize_inputs(program, inputs), cores)
     return dequantize_outputs(program, outputs)

@@ -20,7 +20,7 @@ from vdla.compiler.quantize import real_float32
 from vdla.config import Config, ConfigError, get_config
 
 from .driver import region_words
-from .host import quantize
+from .host import quantize_input
 
 __all__ = ["ScenarioError", "Scenario", "TenantSpec", "EventSpec", "load_scenario",
            "ACTIONS", "INJECTIONS", "SEG_ALIGN"]
@@ -253,8 +253,7 @@ def _inputs(t, program, count):
             # Values far beyond the int8 range saturate (ONNX QuantizeLinear); the float32
             # overflow of x / scale on the way there is expected.
             with np.errstate(over="ignore"):
-                per_input[name] = [quantize(s.reshape(entry.shape), entry.scale,
-                                            entry.zero_point) for s in batch]
+                per_input[name] = [quantize_input(entry, s) for s in batch]
     n = min(len(v) for v in per_input.values())
     return [{name: per_input[name][i] for name in program.inputs} for i in range(n)]
 

@@ -169,7 +169,18 @@ def cmd_info(args):
         if tensor.role != "activation":
             print(f"{tensor.role:<12} {tensor.name} {tuple(tensor.onnx_shape)} "
                   f"scale={tensor.scale:.6g} zero_point={tensor.zero_point}")
+            if tensor.host:
+                print(f"{'':<12} {_host_line(tensor)}")
     return 0
+
+
+def _host_line(tensor):
+    """What the host does between a model input or output and the accelerator's tensor."""
+    from .compiler.host_steps import describe
+    shape = tuple(tensor.shape)
+    if tensor.role == "input":
+        return f"host: {describe(tensor.host)}, quantize to {shape}"
+    return f"host: dequantize {shape}, {describe(tensor.host)}"
 
 
 def _board(args, config):
@@ -335,7 +346,12 @@ def build_parser():
     p.add_argument("--config", help="configuration (default: the IFP's)")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("run", help="run an IFP on float32 .npy input(s), write float32 output")
+    p = sub.add_parser("run", help="run an IFP on float32 .npy input(s), write float32 output",
+                       description="Run an IFP on float32 .npy input(s) and write the float32 "
+                                   "output. The host quantizes each input and dequantizes the "
+                                   "output; the float work the compiler left to the host (an "
+                                   "NHWC input's transpose, a final Softmax, Transpose or "
+                                   "reshape: 'vdla info' lists it) is done on the way.")
     p.add_argument("ifp")
     p.add_argument("--input", required=True, help=".npy float32 in the model's input shape "
                                                   "(a leading batch of any size is allowed)")
