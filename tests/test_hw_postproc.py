@@ -112,6 +112,34 @@ def test_post_random_bit_exact():
     assert set(latencies) == {PostProcess.latency}
 
 
+def test_post_saturation_edges_bit_exact():
+    """Values of ``2v >> 8k`` on either side of 19 bits (where the coarse shift saturates),
+    for every ``k`` that can reach them and any fine shift: v = acc * mult_a, the multiplier
+    a power of two that keeps acc in 32 bits and v on a step of it (2**(8k-1))."""
+    rng = np.random.default_rng(3)
+    add, a, params = [], [], []
+    for k in range(4):
+        m, step = 1 << max(0, 8 * k - 12), 1 << max(0, 8 * k - 1)
+        for edge in (1 << (17 + 8 * k), -(1 << (17 + 8 * k))):
+            for offsets in ((-2 * step, -step, -m, 0), (m, step, 2 * step, -1 * m)):
+                p = _params(rng, LANES)
+                p.update(bias=np.zeros(LANES, np.int64), mult_a=np.full(LANES, m),
+                         shift=8 * k + rng.integers(0, 8, LANES), lo=np.full(LANES, -128),
+                         hi=np.full(LANES, 127))
+                add.append(False)
+                a.append([(edge + off) // m for off in offsets])
+                params.append(p)
+    add, a = np.array(add), np.array(a, np.int64)
+    assert np.all((a >= I32[0]) & (a <= I32[1]))
+    b = np.zeros_like(a)
+    got, _ = _run(add, a, b, params)
+    expected = _expected(add, a, b, params)
+    assert got == expected
+    # Both ends are reached, so the saturation is exercised, not only the values inside.
+    flat = [y for row in expected for y in row]
+    assert max(flat) == 127 and min(flat) == -128
+
+
 def test_post_back_pressure():
     rng = np.random.default_rng(2)
     add, a, b, params = _vectors(rng, 60)

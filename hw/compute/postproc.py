@@ -16,7 +16,7 @@ only its sign, which rounds to 0 as in the reference.
 at least 1024, which clamps to the same ``lo`` / ``hi`` whatever ``zp_out`` is.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -104,6 +104,18 @@ class PostProcess(wiring.Component):
             m.d.comb += self.source.payload.y[lane].eq(y)
         return m
 
+    @staticmethod
+    def _coarse(m, w, k, lane):
+        """``w >> 8k`` saturated to 19 bits (``w`` 51-bit signed, ``k`` 0..7)."""
+        shifted = w >> Cat(Const(0, 3), k)
+        # Whether the bits above the 19 kept are all sign, for each k that leaves them any.
+        fits = [Const(1)] * 8
+        for step in range(4):
+            top = w[8 * step + 18:]
+            fits[step] = top.all() | ~top.any()
+        high = Mux(w[-1], Const(-(1 << 18), signed(19)), Const((1 << 18) - 1, signed(19)))
+        return Mux(Array(fits)[k], shifted[:19], high)
+
     def _lane(self, m, reg, add, lane, products):
         """One lane's pipeline; ``add[k]`` is the mode flag registered in stage ``k``;
         ``products`` a :class:`.multiplier.ProductPipeline` advancing with the lanes."""
@@ -144,10 +156,13 @@ class PostProcess(wiring.Component):
         v = r(u0 + Mux(add[3], p1, p1 << 16), "v", signed(50))
         late = carry(4)
 
-        # P5, P6: arithmetic shift of 2v by ``shift``, in steps of 8 and then 1.
-        coarse = r((v << 1) >> Cat(Const(0, 3), late["shift"][3:]), "coarse", signed(51))
+        # P5, P6: arithmetic shift of 2v by ``shift``, in steps of 8 and then 1. The coarse
+        # step saturates to 19 bits: a value past them is past 12 bits after the fine step
+        # too (7 bits at most), so it saturates to the same ends below, and 51-bit shifters
+        # become 19-bit ones.
+        coarse = r(self._coarse(m, v << 1, late["shift"][3:], lane), "coarse", signed(19))
         late = carry(5)
-        fine = r(coarse >> late["shift"][:3], "fine", signed(51))
+        fine = r(coarse >> late["shift"][:3], "fine", signed(19))
         late = carry(6)
 
         # P7: saturate to 12 bits; P8: round (ties up) and add zp_out; P9: clamp.
