@@ -1,6 +1,7 @@
-"""Errors the compiler reports to users as one line (the CLI prints them and exits 2)."""
+"""Errors the compiler reports to users as one line (the CLI prints them and exits 2), and the
+warnings it gives about a model it compiles anyway (the CLI prints each as one line)."""
 
-__all__ = ["CompileError", "UnsupportedError", "IFPError", "LinkError"]
+__all__ = ["CompileError", "UnsupportedError", "IFPError", "LinkError", "DeadChannelWarning"]
 
 
 class CompileError(Exception):
@@ -21,3 +22,8 @@ class IFPError(CompileError):
 
 class LinkError(CompileError):
     """An allocation the dynamic stage cannot satisfy (cores, region or segment too small)."""
+
+
+class DeadChannelWarning(UserWarning):
+    """Output channels of a layer that do not depend on its input (weights of about zero) are
+    compiled as constant outputs."""

@@ -15,9 +15,10 @@ bare scale change) becomes a requantizing 1x1 max pooling, or a depthwise 1x1 co
 it scales or shifts channels; one that changes nothing (a reshape between two identical
 quantizations) only gives the int8 tensor a second ONNX shape (a *view*).
 
-The IR input tensor carries the ONNX input's name, each output tensor the ONNX output's name,
-with the quantization of the QuantizeLinear after the input / the DequantizeLinear before the
-output, so a host maps float model I/O to IR tensors directly. Float work at the model's
+Each IR input tensor carries its ONNX input's name, each output tensor its ONNX output's name
+(a model may have several of each), with the quantization of the QuantizeLinear after the
+input / the DequantizeLinear before the output, so a host maps float model I/O to IR tensors
+directly. Float work at the model's
 edges that the accelerator does not do (an NHWC input's Transpose, a final Softmax) is
 recorded on those tensors as host steps (:mod:`.onnx_host`, :mod:`.host_steps`).
 """
@@ -86,7 +87,7 @@ class _Frontend:
     # -- driver ------------------------------------------------------------------------------
     def run(self, name):
         self._check_ops()
-        self._read_input()
+        self._read_inputs()
         self.tails = find_tails(self)
         tail_of = {q.output[0]: tail for tail in self.tails.values() for q in tail.quantizers}
         for node in self.g.nodes:
@@ -116,19 +117,44 @@ class _Frontend:
         if not any(n.op_type == "QuantizeLinear" for n in self.g.nodes):
             raise CompileError("the model has no QuantizeLinear: it is not an int8 QDQ model; "
                                "quantize it first (vdla.compiler.quantize.quantize_model)")
+        self._check_qdq_opset()
+
+    def _check_qdq_opset(self):
+        """Refuse per-channel Q/DQ nodes in a model whose opset predates them (13).
+
+        Before opset 13, QuantizeLinear and DequantizeLinear have no ``axis`` and take only
+        per-tensor scales: ONNX Runtime refuses such a model, so it is no reference for what
+        the compiled program computes.
+        """
+        opset = self.g.opset
+        if opset is None or opset >= 13:
+            return
+        for node in self.g.nodes:
+            if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+                continue
+            scale = self.g.const(node.input[1]) if len(node.input) > 1 else None
+            if "axis" in self.g.attrs(node) or (scale is not None and np.size(scale) > 1):
+                raise self.g.unsupported(node, f"per-channel quantization needs opset 13, the "
+                                         f"model has opset {opset} (ONNX Runtime refuses it); "
+                                         f"quantize the float model again with vdla quantize, "
+                                         f"which converts it to opset 13 first")
 
     def _unique(self, name):
         self._layer_names[name] += 1
         count = self._layer_names[name]
         return name if count == 1 else f"{name}_{count}"
 
-    # -- model input ---------------------------------------------------------------------------
-    def _read_input(self):
+    # -- model inputs --------------------------------------------------------------------------
+    def _read_inputs(self):
+        """One IR input tensor per float model input, in the graph's order."""
         inits = {i.name for i in self.g.graph.initializer}
         inputs = [i for i in self.g.graph.input if i.name not in inits]
-        if len(inputs) != 1:
-            raise CompileError(f"the model has {len(inputs)} inputs; exactly one is supported")
-        value = inputs[0]
+        if not inputs:
+            raise CompileError("the model has no input")
+        for value in inputs:
+            self._read_input(value)
+
+    def _read_input(self, value):
         if value.type.tensor_type.elem_type != TensorProto.FLOAT:
             raise CompileError(f"input {value.name!r} is not float32; vdla expects a float "
                                f"input followed by QuantizeLinear")

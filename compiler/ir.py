@@ -126,7 +126,7 @@ def _inputs(layer):
 
 @dataclasses.dataclass
 class Graph:
-    """Layers in a topological order over named tensors; one input, one or more outputs."""
+    """Layers in a topological order over named tensors; one or more inputs and outputs."""
     tensors: dict
     layers: list
     inputs: list

@@ -6,22 +6,34 @@ per-output-channel real affine map that follows the operator in the float graph
 output (:class:`Out`), and returns the hardware-domain integers of :mod:`vdla.compiler.ir`:
 the value a layer computes in real numbers is always written as ``u[k] * (acc + bias[k])``
 with ``acc`` the raw accumulator, and requantized with ``mult / 2**shift ~= u[k] / s_y``.
+A dead channel of a convolution or fully connected layer (:func:`dead_channels`: its output
+does not depend on the input) is the exception: zero weights, ``mult / 2**shift = 1 / 1`` and
+its constant output, relative to the zero point, in ``bias[k]``.
 """
 
 import dataclasses
+import warnings
 
 import numpy as np
 
 from . import ir
-from .errors import CompileError, UnsupportedError
+from .errors import CompileError, DeadChannelWarning, UnsupportedError
 from .quant import MULT_BITS, quantize_multiplier, quantize_multipliers
 
-__all__ = ["Affine", "Out", "linear", "pool", "add", "check_requant"]
+__all__ = ["Affine", "Out", "linear", "pool", "add", "check_requant", "dead_channels",
+           "DEAD_STEPS"]
 
 _INT32 = (-(1 << 31), (1 << 31) - 1)
 #: Magnitude of the weight of a per-channel scaling layer (depthwise 1x1): the largest int8
 #: value keeps the accumulator unit, and so the rounding of the folded bias, the finest.
 AFFINE_WEIGHT = 127
+#: An output channel that no int8 input can move by this many output quantization steps is
+#: *dead*: its output is the constant its bias gives (weights of about 1e-13 left by a pruned
+#: BatchNormalization, or all zero). 2**-10 of a step changes a rounded int8 value only when
+#: the constant sits that close to a rounding tie, and then by one step at most.
+DEAD_STEPS = 2.0 ** -10
+#: How many channel indices a dead-channel warning lists before it only counts them.
+_LISTED_CHANNELS = 16
 
 
 @dataclasses.dataclass
@@ -114,6 +126,12 @@ def linear(where, x, weight, w_scale, bias_real, affine, out, bias_units=None):
         Output quantization.
     bias_units : np.ndarray, optional
         The bias already in accumulator units (the exact int32 of a QDQ bias); used as is.
+
+    Warns
+    -----
+    DeadChannelWarning
+        Once per layer with dead channels (:func:`dead_channels`), naming them: each is
+        compiled as the constant ONNX QuantizeLinear makes of its real bias.
     """
     k = weight.shape[0]
     u = x.scale * np.asarray(w_scale, np.float64)
@@ -121,22 +139,70 @@ def linear(where, x, weight, w_scale, bias_real, affine, out, bias_units=None):
         with np.errstate(divide="ignore", invalid="ignore"):
             bias_units = np.where(u > 0, bias_real / np.where(u > 0, u, 1.0), 0.0)
     a, b = affine.a, affine.b
-    # A channel whose real output does not depend on the input (zero weight scale or a zero
-    # BatchNormalization factor) is a constant: zero weights and the constant in the bias.
-    const = (u == 0) | (a == 0)
-    sign = np.where(a < 0, -1, 1)
     w = np.asarray(weight).reshape(k, -1)
-    if np.any(sign < 0) or np.any(const):
+    # A dead channel's requantization need not fit: its real scale can be ~1e-20 and its bias
+    # in those units beyond int32. It gets zero weights and the constant in the bias instead.
+    dead = dead_channels(x, w, u * np.abs(a), out.scale)
+    sign = np.where(a < 0, -1, 1)
+    if np.any(sign < 0) or np.any(dead):
         # The multiplier is unsigned, so a negative factor moves into the weights; -(-128)
         # does not exist in int8 and saturates to 127 (one LSB on one weight).
         w = np.clip(w.astype(np.int16) * sign[:, None].astype(np.int16), -128, 127)
-        w[const] = 0
+        w[dead] = 0
     w = w.astype(np.int8)
-    u_eff = np.where(const, out.scale / 256.0, u * np.abs(a))
-    units = np.where(const, (a * bias_real + b) / u_eff, sign * bias_units + b / u_eff)
+    u_eff = np.where(dead, 1.0, u * np.abs(a))
+    with np.errstate(over="ignore", invalid="ignore"):     # a dead channel's units, dropped
+        units = np.where(dead, 0.0, sign * bias_units + b / u_eff)
     bias = _int(units) - x.zero_point * w.sum(axis=1, dtype=np.int64)
-    mult, shift = _multipliers(where, u_eff / out.scale)
+    mult, shift = _multipliers(where, np.where(dead, 0.0, u_eff / out.scale))
+    if np.any(dead):
+        _warn_dead(where, dead)
+        # acc is 0, so y = zp_out + (bias * 1 >> 0): the bias carries the constant exactly.
+        bias[dead] = _quantized_constant(a * bias_real + b, out)[dead] - out.zero_point
+        mult[dead], shift[dead] = 1, 0
     return w.reshape(weight.shape), _requant(where, bias, mult, shift, out)
+
+
+def dead_channels(x, weight, unit, out_scale):
+    """Mask of the output channels no int8 input moves by :data:`DEAD_STEPS` output steps.
+
+    Parameters
+    ----------
+    x : ir.Tensor
+        The layer's quantized input.
+    weight : np.ndarray
+        Integer weights ``(K, N)``.
+    unit : np.ndarray
+        Real value of one accumulator unit per channel ``(K,)`` (the folded affine factor
+        included); 0 for a channel whose real output ignores the input.
+    out_scale : float
+        Output quantization step.
+    """
+    # |x_q - zp| reaches 127 - zp or zp + 128, whichever is larger, on every tap at once.
+    reach = max(127 - x.zero_point, x.zero_point + 128)
+    swing = np.asarray(unit, np.float64) * reach * np.abs(np.asarray(weight, np.int64)).sum(
+        axis=1) / out_scale
+    return swing < DEAD_STEPS
+
+
+def _quantized_constant(real, out):
+    """ONNX QuantizeLinear of the reals ``real`` as ONNX Runtime computes it (float32
+    division, round half to even, saturation), within the clamp of ``out`` (Relu, Clip)."""
+    q = np.rint(np.asarray(real, np.float32) / np.float32(out.scale)) + out.zero_point
+    return np.clip(q, out.lo, out.hi).astype(np.int64)
+
+
+def _warn_dead(where, dead):
+    """One :class:`DeadChannelWarning` naming the layer and its dead channels."""
+    index = np.flatnonzero(dead)
+    listed = ", ".join(str(i) for i in index[:_LISTED_CHANNELS])
+    if len(index) > _LISTED_CHANNELS:
+        listed += f", ... ({len(index)} in all)"
+    one = len(index) == 1
+    warnings.warn(DeadChannelWarning(
+        f"node {where[0]!r} ({where[1]}): output channel{'' if one else 's'} {listed} (of "
+        f"{len(dead)}) {'does' if one else 'do'} not depend on the input (weights of about "
+        f"zero): compiled as {'a constant' if one else 'constants'}"), stacklevel=3)
 
 
 def pool(where, x, mode, window, affine, out):

@@ -5,6 +5,11 @@ QDQ model, and that same model is the numerical reference the compiled program i
 against. The settings are the ones the front end expects: QDQ format, int8 activations
 (per-tensor scale, asymmetric) and int8 weights (symmetric, per output channel), MinMax
 calibration.
+
+The model is first brought to ONNX opset 13 (:data:`QDQ_OPSET`) if it is older: per-channel
+QuantizeLinear / DequantizeLinear (their ``axis`` attribute) exist from opset 13 on, and the
+quantizer writes them whatever the model's opset says, so an older model would come out as one
+ONNX Runtime refuses to load.
 """
 
 import pathlib
@@ -12,11 +17,17 @@ import tempfile
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from .errors import CompileError
 from .onnx_graph import load_proto
 
-__all__ = ["quantize_model", "real_float32", "refuse_quantized", "QUANTIZED_OPS"]
+__all__ = ["quantize_model", "real_float32", "refuse_quantized", "to_qdq_opset", "QUANTIZED_OPS",
+           "QDQ_OPSET"]
+
+#: The first ONNX opset whose QuantizeLinear / DequantizeLinear take an ``axis`` (per-channel
+#: scales); older float models are converted to it before quantizing.
+QDQ_OPSET = 13
 
 #: Operators of a model that is quantized already (QDQ, or ONNX's quantized operators):
 #: quantizing it again would calibrate int8 data as if it were float.
@@ -49,6 +60,67 @@ def refuse_quantized(model, what="model"):
     if found:
         raise CompileError(f"{what} is quantized already (it has {', '.join(found)}); "
                            f"give the float model")
+
+
+def _default_opset(model):
+    """The model's version of the default ONNX domain (None when it does not import it)."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def to_qdq_opset(model):
+    """``model`` converted to :data:`QDQ_OPSET` when its default-domain opset is older.
+
+    ``onnx.version_converter`` rewrites every operator whose semantics changed on the way;
+    some of its rewrites (a Softmax over a non-last axis before opset 13) compute a shape
+    at run time with ``Shape``, which :func:`_fold_static_shapes` turns back into a constant.
+    A model at :data:`QDQ_OPSET` or later is returned as is.
+
+    Raises
+    ------
+    CompileError
+        The converter cannot convert the model (one line).
+    """
+    opset = _default_opset(model)
+    if opset is None or opset >= QDQ_OPSET:
+        return model
+    from onnx import version_converter
+    try:
+        converted = version_converter.convert_version(model, QDQ_OPSET)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CompileError(f"cannot convert the model from opset {opset} to {QDQ_OPSET}, "
+                           f"which per-channel int8 quantization needs: {first}") from None
+    return _fold_static_shapes(converted)
+
+
+def _fold_static_shapes(model):
+    """Replace each ``Shape`` node of a tensor whose shape is fully known by a constant.
+
+    Without this, a model quantized without ``quant_pre_process`` (which folds constants)
+    would keep the converter's ``Shape`` nodes, which the front end does not take.
+    """
+    if not any(node.op_type == "Shape" for node in model.graph.node):
+        return model
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        return model                    # left as is: the front end names what it refuses
+    known = {}
+    for value in [*inferred.graph.input, *inferred.graph.value_info]:
+        dims = value.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            known[value.name] = [d.dim_value for d in dims]
+    kept = []
+    for node in model.graph.node:
+        # Opset 13's Shape has no start / end attributes: the whole shape.
+        if node.op_type == "Shape" and node.input[0] in known and not node.attribute:
+            model.graph.initializer.append(numpy_helper.from_array(
+                np.asarray(known[node.input[0]], np.int64), node.output[0]))
+        else:
+            kept.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return model
 
 
 def _input_spec(model):
@@ -113,7 +185,8 @@ def quantize_model(float_path, calib, out_path, per_channel=True, preprocess=Tru
     Parameters
     ----------
     float_path : str, path-like or onnx.ModelProto
-        The float32 model (one input, batch dimension first).
+        The float32 model (one input, batch dimension first), of any opset: one older than
+        :data:`QDQ_OPSET` is converted to it first (:func:`to_qdq_opset`).
     calib : np.ndarray
         Calibration inputs, ``(N, *input_shape[1:])`` (or ``(N, 1, *input_shape[1:])``).
     out_path : str or path-like
@@ -131,8 +204,9 @@ def quantize_model(float_path, calib, out_path, per_channel=True, preprocess=Tru
     Raises
     ------
     CompileError
-        Unreadable or already quantized model, calibration data of the wrong shape or not real
-        finite numbers, or a failure of the quantizer.
+        Unreadable or already quantized model, one the opset converter cannot convert,
+        calibration data of the wrong shape or not real finite numbers, or a failure of the
+        quantizer.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, \
         quantize_static
@@ -142,6 +216,7 @@ def quantize_model(float_path, calib, out_path, per_channel=True, preprocess=Tru
                      else f"model {float_path}")
     name, shape = _input_spec(model)
     samples = _samples(calib, shape, name)
+    model = to_qdq_opset(model)
     out_path = pathlib.Path(out_path)
     with tempfile.TemporaryDirectory(prefix="vdla-quant-") as tmp:
         source = pathlib.Path(tmp) / "float.onnx"

@@ -228,6 +228,10 @@ def _inputs(t, program, count):
     if path.suffix == ".npy" and len(program.inputs) != 1:
         t.fail("inputs", f"the model has {len(program.inputs)} inputs: give an .npz keyed "
                          f"by input name")
+    extra = [name for name in arrays if name not in program.inputs]
+    if extra:
+        t.fail("inputs", f"{path.name}: array {extra[0]!r} is not a model input (the inputs: "
+                         f"{', '.join(repr(n) for n in program.inputs)})")
     per_input = {}
     for name in program.inputs:
         if name not in arrays:
@@ -254,7 +258,11 @@ def _inputs(t, program, count):
             # overflow of x / scale on the way there is expected.
             with np.errstate(over="ignore"):
                 per_input[name] = [quantize_input(entry, s) for s in batch]
-    n = min(len(v) for v in per_input.values())
+    counts = {name: len(samples) for name, samples in per_input.items()}
+    if len(set(counts.values())) > 1:
+        t.fail("inputs", f"{path.name}: the arrays hold different numbers of samples "
+                         f"({', '.join(f'{n!r}: {c}' for n, c in counts.items())})")
+    n = min(counts.values())
     return [{name: per_input[name][i] for name in program.inputs} for i in range(n)]
 
 

@@ -115,6 +115,7 @@ def files(tmp_path_factory):
     np.save(d / "object.npy", np.array([1, "a"], object), allow_pickle=True)
     np.save(d / "calib_unicode.npy", np.full((4, *sample[1:]), "0.5"))
     np.savez(d / "x.npz", input=arrays["x"])
+    np.savez(d / "image.npz", image=arrays["x"])
     (d / "empty_file.npy").write_bytes(b"")
     (d / "bad_zip.npy").write_bytes(b"PK\x03\x04 not a zip archive")
     header = io.BytesIO()       # an .npy header claiming 4 TiB of float32, then 16 bytes
@@ -176,7 +177,8 @@ CASES = [
     case("run-bool", run_args(x="bool.npy"), "dtype bool"),
     case("run-datetime", run_args(x="datetime.npy"), "dtype datetime64[s]"),
     case("run-structured", run_args(x="structured.npy"), "dtype [('a', '<f4'), ('b', '<f4')]"),
-    case("run-npz", run_args(x="x.npz"), "x.npz: an .npz archive"),
+    case("run-npz-without-the-input", run_args(x="image.npz"),
+         "image.npz: no array for the model input 'input'"),
     case("run-empty-file", run_args(x="empty_file.npy"), "not a readable .npy array"),
     case("run-bad-zip", run_args(x="bad_zip.npy"), "not a readable .npy array"),
     case("run-header-claims-4tib", run_args(x="claims_4tib.npy"), "not a readable .npy array"),

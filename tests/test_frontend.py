@@ -20,7 +20,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from vdla.compiler import ir, zoo
-from vdla.compiler.errors import CompileError, UnsupportedError
+from vdla.compiler.errors import CompileError, DeadChannelWarning, UnsupportedError
 from vdla.compiler.frontend import load_model
 from vdla.compiler.quantize import quantize_model
 from vdla.sim.onnx_reference import reference_session
@@ -285,7 +285,8 @@ def test_bn_in_float_folds_into_conv():
            ("var", h.rng.uniform(0.5, 1.5, 6)))]
     y = h.node("Relu", [h.node("BatchNormalization", [y] + bn, "bn")], "relu")
     model = h.model(y, 0.02, -128, (6, 9, 8))
-    graph = load_model(model)
+    with pytest.warns(DeadChannelWarning, match=r"'conv' \(Conv\): output channel 2 \(of 6\)"):
+        graph = load_model(model)
     (conv,) = graph.layers
     assert conv.kind == "conv"
     assert np.all(conv.weight[2] == 0)                       # gamma 0: constant channel

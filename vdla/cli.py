@@ -2,13 +2,16 @@
 
 ``run`` and ``sim`` run on the instruction-set simulator, on the RTL in Verilator, or
 (``--port``) on a board's accelerator through its UART host bridge. Every user error is
-reported as one line on stderr with exit status 2; ``--help`` works on every command.
+reported as one line on stderr with exit status 2, and every warning (output channels
+compiled as constants, say) as one line ``vdla COMMAND: warning: ...``; ``--help`` works on
+every command.
 """
 
 import argparse
 import pathlib
 import sys
 import time
+import warnings
 import zipfile
 
 __all__ = ["main"]
@@ -43,11 +46,12 @@ def _first_line(error):
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-def _load_npy(path):
-    """The array of the .npy file ``path``.
+def _load_npy(path, archive=False):
+    """The array of the .npy file ``path``, or with ``archive`` the arrays of an .npz archive
+    by name.
 
-    It is read through a memory map, so a header that claims more data than the file holds
-    is refused instead of allocated.
+    An .npy file is read through a memory map, so a header that claims more data than the
+    file holds is refused instead of allocated.
     """
     import numpy as np
     try:
@@ -56,12 +60,49 @@ def _load_npy(path):
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        raise UserError(f"{path}: not a readable .npy array ({_first_line(error)})") from None
+        what = ".npz archive" if archive and pathlib.Path(path).suffix.lower() == ".npz" \
+            else ".npy array"
+        raise UserError(f"{path}: not a readable {what} ({_first_line(error)})") from None
     if not isinstance(loaded, np.ndarray):     # np.load opens an .npz archive as a mapping
+        if archive:
+            return _npz_arrays(loaded, path)
         loaded.close()
         raise UserError(f"{path}: an .npz archive, not an .npy array (save the one array "
                         f"with numpy.save)")
     return np.array(loaded)
+
+
+def _npz_arrays(archive, path):
+    """``{name: array}`` of the open .npz ``archive`` (closed on return)."""
+    import numpy as np
+    arrays = {}
+    with archive:
+        for name in archive.files:
+            try:
+                # A member is read whole: a header claiming terabytes fails as MemoryError.
+                with np.errstate(over="ignore"):
+                    arrays[name] = np.array(archive[name])
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, MemoryError) as error:
+                raise UserError(f"{path}: array {name!r} is not readable "
+                                f"({_first_line(error)})") from None
+    return arrays
+
+
+def _save_npz(file, arrays):
+    """Write ``arrays`` (name -> array) to the open binary ``file`` as numpy.savez does.
+
+    numpy.savez takes the names as keywords, so an output named ``file`` or
+    ``allow_pickle`` could not be written through it.
+    """
+    import numpy as np
+    with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
+def _names(names):
+    return ", ".join(repr(n) for n in names)
 
 
 def _output_directory(path):
@@ -93,6 +134,60 @@ def _input_batch(x, tensor, source):
     if not len(x):
         raise UserError(f"{source}: an empty batch (shape {x.shape}), no sample to run")
     return x
+
+
+def _run_inputs(path, program):
+    """``{input name: float32 batch}`` of ``vdla run --input``, every batch of one size.
+
+    ``path`` is an .npy array (a one-input model) or an .npz archive holding exactly one
+    array per model input, by name.
+    """
+    loaded = _load_npy(path, archive=True)
+    names = list(program.inputs)
+    if isinstance(loaded, dict):
+        missing = [name for name in names if name not in loaded]
+        if missing:
+            raise UserError(f"{path}: no array for the model input {missing[0]!r} (an .npz "
+                            f"holds one array per input: {_names(names)})")
+        extra = [name for name in loaded if name not in names]
+        if extra:
+            raise UserError(f"{path}: array {extra[0]!r} is not a model input (the inputs: "
+                            f"{_names(names)})")
+        batches = {name: _input_batch(loaded[name], program.tensor(name),
+                                      f"{path}, array {name!r}") for name in names}
+    elif len(names) != 1:
+        raise UserError(f"{path}: the model has {len(names)} inputs ({_names(names)}): give "
+                        f"an .npz with one array per input name")
+    else:
+        batches = {names[0]: _input_batch(loaded, program.tensor(names[0]), path)}
+    sizes = {len(batch) for batch in batches.values()}
+    if len(sizes) > 1:
+        counts = ", ".join(f"{name!r}: {len(batch)}" for name, batch in batches.items())
+        raise UserError(f"{path}: the arrays hold different numbers of samples ({counts})")
+    return batches
+
+
+def _output_format(path, program):
+    """``"npz"`` when ``vdla run --output`` names an .npz file, else ``"npy"``, which holds
+    the one output of a one-output model."""
+    if pathlib.Path(path).suffix.lower() == ".npz":
+        return "npz"
+    if len(program.outputs) != 1:
+        raise UserError(f"{path}: the model has {len(program.outputs)} outputs "
+                        f"({_names(program.outputs)}): name an .npz file, which holds one "
+                        f"array per output name")
+    return "npy"
+
+
+def _write_outputs(path, arrays, form):
+    """Write the output batches ``arrays`` (name -> float32) to the file named, as is."""
+    import numpy as np
+    with open(path, "wb") as f:     # the file named: no ".npy" / ".npz" appended
+        if form == "npz":
+            _save_npz(f, arrays)
+        else:
+            (array,) = arrays.values()
+            np.save(f, array)
 
 
 def cmd_compile(args):
@@ -214,20 +309,22 @@ def cmd_run(args):
     if args.backend == "rtl" and args.cores != 1:
         raise UserError(f"--backend rtl simulates one core (the single-core top): use "
                         f"--cores 1, not {args.cores}")
-    if len(program.inputs) != 1 or len(program.outputs) != 1:
-        raise UserError("run takes models with one input and one output")
     _output_file(args.output, "--output")
-    tensor = program.tensor(program.inputs[0])
-    x = _input_batch(_load_npy(args.input), tensor, args.input)
-    samples = [{tensor.name: sample[None]} for sample in x]
+    form = _output_format(args.output, program)
+    batches = _run_inputs(args.input, program)
+    count = len(next(iter(batches.values())))
+    samples = [{name: batch[i][None] for name, batch in batches.items()}
+               for i in range(count)]
     # Inputs far beyond the int8 range saturate, as in ONNX QuantizeLinear; the float32
     # overflow of x / scale on the way there is expected, not worth a warning.
     with np.errstate(over="ignore"):
         results, backend, detail = _run_samples(args, program, config, board, samples)
-    y = np.concatenate([r[program.outputs[0]] for r in results], axis=0)
-    with open(args.output, "wb") as f:     # the file named, with no ".npy" appended
-        np.save(f, y)
-    print(f"{args.output}: {y.shape} float32 from {len(x)} inference(s) on {args.cores} "
+    outputs = {name: np.concatenate([r[name] for r in results], axis=0)
+               for name in program.outputs}
+    _write_outputs(args.output, outputs, form)
+    shapes = ", ".join(f"{name} {y.shape}" for name, y in outputs.items()) if form == "npz" \
+        else str(outputs[program.outputs[0]].shape)
+    print(f"{args.output}: {shapes} float32 from {count} inference(s) on {args.cores} "
           f"core(s), backend {backend}{detail}")
     return 0
 
@@ -346,16 +443,20 @@ def build_parser():
     p.add_argument("--config", help="configuration (default: the IFP's)")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("run", help="run an IFP on float32 .npy input(s), write float32 output",
-                       description="Run an IFP on float32 .npy input(s) and write the float32 "
-                                   "output. The host quantizes each input and dequantizes the "
-                                   "output; the float work the compiler left to the host (an "
-                                   "NHWC input's transpose, a final Softmax, Transpose or "
+    p = sub.add_parser("run", help="run an IFP on float32 .npy / .npz input(s), write float32 "
+                                   "output(s)",
+                       description="Run an IFP on float32 input(s) and write the float32 "
+                                   "output(s). The host quantizes each input and dequantizes "
+                                   "each output; the float work the compiler left to the host "
+                                   "(an NHWC input's transpose, a final Softmax, Transpose or "
                                    "reshape: 'vdla info' lists it) is done on the way.")
     p.add_argument("ifp")
-    p.add_argument("--input", required=True, help=".npy float32 in the model's input shape "
-                                                  "(a leading batch of any size is allowed)")
-    p.add_argument("--output", required=True, help=".npy file to write")
+    p.add_argument("--input", required=True,
+                   help=".npy float32 in the model's input shape (a leading batch of any size "
+                        "is allowed), or an .npz holding one such array per input name")
+    p.add_argument("--output", required=True,
+                   help="file to write: .npz (one array per output name), or .npy for a "
+                        "model with one output")
     p.add_argument("--cores", type=int, default=1)
     p.add_argument("--backend", choices=("iss", "rtl"), default="iss",
                    help="iss: instruction-set simulator (golden model); rtl: the gateware "
@@ -388,20 +489,33 @@ def _board_options(p):
     g.add_argument("--baud", type=int, metavar="N", help="bit rate (default: the board's)")
 
 
+def _warning_printer(command):
+    """A ``warnings.showwarning`` printing each warning as one line on stderr."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"vdla {command}: warning: {_first_line(message)}", file=sys.stderr)
+    return show
+
+
 def main(argv=None):
-    from .compiler.errors import CompileError
+    from .compiler.errors import CompileError, DeadChannelWarning
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (UserError, CompileError) as error:
-        print(f"vdla {args.command}: error: {error}", file=sys.stderr)
-    except FileNotFoundError as error:
-        print(f"vdla {args.command}: error: {error.filename}: no such file", file=sys.stderr)
-    except (IsADirectoryError, PermissionError) as error:
-        print(f"vdla {args.command}: error: {error.filename}: {error.strerror}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print(f"vdla {args.command}: interrupted", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_printer(args.command)
+        # Each compile names its dead channels, a second one in the same process too.
+        warnings.simplefilter("always", DeadChannelWarning)
+        try:
+            return args.func(args)
+        except (UserError, CompileError) as error:
+            print(f"vdla {args.command}: error: {error}", file=sys.stderr)
+        except FileNotFoundError as error:
+            print(f"vdla {args.command}: error: {error.filename}: no such file",
+                  file=sys.stderr)
+        except (IsADirectoryError, PermissionError) as error:
+            print(f"vdla {args.command}: error: {error.filename}: {error.strerror}",
+                  file=sys.stderr)
+        except KeyboardInterrupt:
+            print(f"vdla {args.command}: interrupted", file=sys.stderr)
     return EXIT_USAGE
 
 
