@@ -83,6 +83,8 @@ class _Frontend:
         self.replaced = set()       # QuantizeLinear outputs the host's input relayout replaces
         self.tails = {}             # output name -> onnx_host.Tail
         self._resolved = {}         # output name -> resolve_tail() of its tail
+        self.concats = {}           # concatenation tensor -> [part tensors]
+        self.retargeted = set()     # tensors quantized at their Concat's output parameters
 
     # -- driver ------------------------------------------------------------------------------
     def run(self, name):
@@ -99,7 +101,8 @@ class _Frontend:
                 if tail is None or not self._tail(tail.output).on_host:
                     self._segment(node)
         outputs = self._read_outputs()
-        graph = ir.Graph(self.tensors, self.layers, self.inputs, outputs, name)
+        graph = ir.Graph(self.tensors, self.layers, self.inputs, outputs, name,
+                         concats=self.concats)
         _prune(graph)
         try:
             graph.validate()
@@ -200,6 +203,9 @@ class _Frontend:
                 name = node.input[1 - self._const_operand(node)]
             elif op in MAIN_OPS:
                 return node, None, post[::-1]
+            elif op == "Concat":
+                raise self.g.unsupported(node, "only QuantizeLinear may follow Concat (no "
+                                         "activation or affine operator in between)")
             elif host_only_refusal(self, node) is not None:
                 raise host_only_refusal(self, node)
             elif op in _AFFINE_OPS:
@@ -274,6 +280,10 @@ class _Frontend:
                                  f"(only flattening to (1, N))")
 
     def _segment(self, q):
+        concat = self._concat_before(q)
+        if concat is not None:
+            self._concat(q, concat)
+            return
         out_scale, out_zp = self.g.act_params(q)
         main, bottom, post = self._walk(q.input[0], q)
         if main is not None:
@@ -299,8 +309,16 @@ class _Frontend:
                                              f"into the requantization")
                 affine = affine.then(*self._affine(node, shape, ir_shape))
         self.g.check_single_output(q)
-        out = Out(out_scale, out_zp, *clamp_range(out_scale, out_zp, low, high))
         name = q.output[0]
+        target = self._concat_target(q)
+        if target is not None and target != (out_scale, out_zp):
+            # Keep the clamp of the QDQ graph's own QuantizeLinear, then quantize straight to
+            # the Concat's output parameters.
+            low = _tighter(low, out_scale * (-128 - out_zp), max)
+            high = _tighter(high, out_scale * (127 - out_zp), min)
+            out_scale, out_zp = target
+            self.retargeted.add(name)
+        out = Out(out_scale, out_zp, *clamp_range(out_scale, out_zp, low, high))
         if main is None:
             x = self.tensors[bottom.ir]
             if affine.is_identity and (out.lo, out.hi) == (-128, 127) and \
@@ -315,6 +333,94 @@ class _Frontend:
         self.tensors[name] = ir.Tensor(name, tuple(ir_shape), out_scale, out_zp, shape)
         self.views[name] = View(name, shape)
         self.layers.append(layer)
+
+    # -- Concat: parts written in place ----------------------------------------------------------
+    def _concat_before(self, q):
+        """The Concat whose output ``q`` quantizes (through Identity / Dropout), or None."""
+        node = self.g.producer.get(q.input[0])
+        while node is not None and node.op_type in PASS_THROUGH:
+            self.pass_through(node)
+            node = self.g.producer.get(node.input[0])
+        return node if node is not None and node.op_type == "Concat" else None
+
+    def _sole_user(self, name, op_type):
+        """The one node consuming ``name`` if it is an ``op_type`` and ``name`` is no model
+        output, else None."""
+        users = self.g.consumers.get(name, [])
+        if len(users) != 1 or users[0].op_type != op_type or name in self.g.output_names:
+            return None
+        return users[0]
+
+    def _concat_target(self, q):
+        """``(scale, zero point)`` of the Concat output if ``q``'s tensor feeds only that
+        Concat (through one DequantizeLinear of ``q``'s own parameters), else None."""
+        dq = self._sole_user(q.output[0], "DequantizeLinear")
+        if dq is None or self.g.act_params(dq) != self.g.act_params(q):
+            return None
+        cat = self._sole_user(dq.output[0], "Concat")
+        if cat is None or list(cat.input).count(dq.output[0]) != 1:
+            return None
+        out_q = self._sole_user(cat.output[0], "QuantizeLinear")
+        return None if out_q is None else self.g.act_params(out_q)
+
+    def _concat_input(self, cat, name):
+        """View of the int8 tensor behind Concat input ``name``."""
+        node = self.g.producer.get(name)
+        while node is not None and node.op_type in PASS_THROUGH:
+            self.pass_through(node)
+            node = self.g.producer.get(node.input[0])
+        if node is None or node.op_type != "DequantizeLinear":
+            raise self.g.unsupported(cat, f"input {name!r} is not a quantized activation "
+                                     f"(DequantizeLinear output)")
+        if node.input[0] in self.retargeted:
+            return self.views[node.input[0]]
+        return self.dq_view(node)
+
+    def _concat_axis(self, cat, rank):
+        self.g.check_attrs(cat, {"axis"})
+        axis = self.g.attrs(cat).get("axis")
+        if rank != 4 or axis not in (1, -3):
+            raise self.g.unsupported(cat, f"only a concatenation of (1, C, H, W) activations "
+                                     f"on the channel axis is supported, not axis {axis} of "
+                                     f"rank {rank}")
+
+    def _concat(self, q, cat):
+        """A Concat and its QuantizeLinear: one tensor made of parts written in place."""
+        self.g.check_single_output(cat)
+        self.g.check_single_output(q)
+        scale, zp = self.g.act_params(q)
+        views = [self._concat_input(cat, name) for name in cat.input]
+        for view in views:
+            self._concat_axis(cat, len(view.shape))
+        planes = {self.tensors[v.ir].shape[1:] for v in views}
+        if len(planes) != 1:
+            raise self.g.unsupported(cat, f"inputs of different planes {sorted(planes)}")
+        taken = {p for parts in self.concats.values() for p in parts}
+        parts = []
+        for index, view in enumerate(views):
+            tensor = self.tensors[view.ir]
+            if (tensor.scale, tensor.zero_point) == (scale, zp) and view.ir not in taken \
+                    and view.ir not in parts and view.ir not in self.inputs \
+                    and view.ir not in self.concats:
+                parts.append(view.ir)
+            else:
+                parts.append(self._concat_copy(cat, index, tensor, scale, zp))
+        name = q.output[0]
+        channels = sum(self.tensors[p].shape[0] for p in parts)
+        shape = (1, channels, *next(iter(planes)))
+        self.tensors[name] = ir.Tensor(name, (channels, *next(iter(planes))), scale, zp, shape)
+        self.views[name] = View(name, shape)
+        self.concats[name] = parts
+
+    def _concat_copy(self, cat, index, tensor, scale, zp):
+        """A requantizing layer copying ``tensor`` into a new part at the Concat's output
+        parameters: what the QDQ graph computes for this input."""
+        name = f"{cat.output[0]}_part{index}"
+        layer = requant_layer(self._unique(f"{self.g.name(cat)}_part{index}"), "Concat",
+                              tensor, name, Affine.identity(tensor.shape[0]), Out(scale, zp))
+        self.tensors[name] = ir.Tensor(name, tensor.shape, scale, zp, (1, *tensor.shape))
+        self.layers.append(layer)
+        return name
 
     def _clamp(self, node):
         """``(low, high)`` real bounds of a Relu or Clip (None where unbounded)."""
@@ -460,16 +566,22 @@ def _rename(front, old, new):
     for key, view in front.views.items():
         if view.ir == old:
             front.views[key] = View(new, view.shape)
+    if old in front.concats:
+        front.concats[new] = front.concats.pop(old)
+    for parts in front.concats.values():
+        parts[:] = [new if p == old else p for p in parts]
 
 
 def _prune(graph):
     """Drop layers and tensors that no graph output depends on."""
-    needed = set(graph.outputs)
+    needed = {s for name in graph.outputs for s in graph.sources(name)} | set(graph.outputs)
     kept = []
     for layer in reversed(graph.layers):
         if layer.output in needed:
             kept.append(layer)
-            needed.update(ir.Graph.layer_inputs(layer))
+            for name in ir.Graph.layer_inputs(layer):
+                needed.update([name, *graph.sources(name)])
     graph.layers = kept[::-1]
+    graph.concats = {name: parts for name, parts in graph.concats.items() if name in needed}
     graph.tensors = {name: t for name, t in graph.tensors.items()
                      if name in needed or name in graph.inputs}

@@ -9,7 +9,9 @@ All integers are already in the hardware's domain, so the layer reference
 * the accumulator is the plain int32 sum of products (Conv/Dense), the window maximum (max
   pooling) or sum (average pooling), and ``Requant.bias`` already contains the zero-point
   corrections (e.g. ``bias_onnx - zp_x * sum(w)``);
-* :class:`Requant` mirrors :class:`vdla.isa.PostParams` field for field.
+* :class:`Requant` mirrors :class:`vdla.isa.PostParams` field for field;
+* a channel concatenation is no layer: ``Graph.concats`` names its parts, tensors of one
+  scale and zero point that their producers write straight into channel offsets of it.
 """
 
 import dataclasses
@@ -132,10 +134,25 @@ class Graph:
     inputs: list
     outputs: list
     name: str = "model"
+    concats: dict = dataclasses.field(default_factory=dict)   # tensor -> [part tensors]
 
     @staticmethod
     def layer_inputs(layer):
         return _inputs(layer)
+
+    def sources(self, tensor_name):
+        """The tensors whose writes make ``tensor_name``: its parts for a concatenation."""
+        return list(self.concats.get(tensor_name, [tensor_name]))
+
+    def concat_of(self, part_name):
+        """``(concat tensor, first channel)`` holding part ``part_name``, or None."""
+        for name, parts in self.concats.items():
+            channel = 0
+            for part in parts:
+                if part == part_name:
+                    return name, channel
+                channel += self.tensors[part].shape[0]
+        return None
 
     def producer(self, tensor_name):
         for layer in self.layers:
@@ -145,9 +162,10 @@ class Graph:
 
     def validate(self):
         """Check names, shapes and topological order; raise ValueError on the first problem."""
+        self._validate_concats()
         ready = set(self.inputs)
         for layer in self.layers:
-            for name in _inputs(layer):
+            for name in [s for n in _inputs(layer) for s in self.sources(n)]:
                 if name not in ready:
                     raise ValueError(f"layer {layer.name}: input {name} is not produced earlier")
             if layer.output in ready:
@@ -156,5 +174,26 @@ class Graph:
                 raise ValueError(f"layer {layer.name}: unknown output {layer.output}")
             ready.add(layer.output)
         for name in self.outputs:
-            if name not in ready:
+            if not set(self.sources(name)) <= ready:
                 raise ValueError(f"graph output {name} is never produced")
+
+    def _validate_concats(self):
+        """Each part a layer output of the concatenation's quantization, in one concat once."""
+        seen = set()
+        for name, parts in self.concats.items():
+            whole = self.tensors.get(name)
+            if whole is None or not parts or self.producer(name) is not None:
+                raise ValueError(f"concatenation {name} is not a tensor with parts")
+            for part in parts:
+                t = self.tensors.get(part)
+                if t is None or part in seen or part in self.inputs or part in self.outputs \
+                        or part in self.concats:
+                    raise ValueError(f"concatenation {name}: part {part} is unknown, a model "
+                                     f"input or output, a concatenation or used twice")
+                if (t.scale, t.zero_point, t.shape[1:]) != \
+                        (whole.scale, whole.zero_point, whole.shape[1:]):
+                    raise ValueError(f"concatenation {name}: part {part} differs in "
+                                     f"quantization or plane size")
+                seen.add(part)
+            if sum(self.tensors[p].shape[0] for p in parts) != whole.shape[0]:
+                raise ValueError(f"concatenation {name}: parts do not add up to its channels")

@@ -6,6 +6,12 @@ pixel for Dense), in which any chunk of ``n_ob`` output x ``n_icg`` input blocks
 loads is one 3-D strided region, followed by the PBUF entries of its output channels.
 Activations follow: model inputs and outputs each in a dedicated region (the host reads and
 writes them between inferences), intermediates reusing space by liveness with first fit.
+
+A channel concatenation is placed as one tensor, live from the first write of a part to the
+last read of it or of any part; each part is a view of it at ``first channel / CB`` planes of
+blocks, so the part's producer writes straight into it and nothing copies. That needs every
+part to start on a channel block; the static stage computes any other concatenation by copy
+layers first (:mod:`.concat`), and this plan refuses one left over.
 """
 
 import dataclasses
@@ -15,6 +21,7 @@ import numpy as np
 from vdla import isa
 
 from . import layout
+from .errors import CompileError
 from .layout import blocks
 
 __all__ = ["LayerBlob", "MemoryPlan", "tensor_bytes", "plan_memory", "weight_blocks",
@@ -80,15 +87,47 @@ def weight_blocks(layer, graph, cb):
     return np.zeros(0, np.int8)
 
 
+def _homes(graph):
+    """part tensor -> the concatenation holding it."""
+    return {part: name for name, parts in graph.concats.items() for part in parts}
+
+
 def _lifetimes(graph):
-    """tensor -> (first layer index writing it, last layer index reading it)."""
+    """tensor -> (first layer index writing it, last layer index reading it); a
+    concatenation stands for its parts, which get no entry of their own."""
+    home = _homes(graph)
     life = {name: (-1, -1) for name in graph.inputs}
     for i, layer in enumerate(graph.layers):
-        life[layer.output] = (i, i)
+        out = home.get(layer.output, layer.output)
+        life[out] = (min(life.get(out, (i, i))[0], i), i)
         for name in graph.layer_inputs(layer):
+            name = home.get(name, name)
             first, _ = life[name]
             life[name] = (first, i)
     return life
+
+
+def part_offsets(graph, cb):
+    """part tensor -> byte offset within its concatenation (one whole number of blocks).
+
+    Raises
+    ------
+    CompileError
+        A part that does not start on a ``cb``-channel block.
+    """
+    out = {}
+    for name, parts in graph.concats.items():
+        channel = 0
+        for part in parts:
+            c, h, w = graph.tensors[part].shape
+            if channel % cb:
+                raise CompileError(
+                    f"concatenation {name!r}: part {part!r} starts at channel {channel}, not "
+                    f"a multiple of the core's {cb}-channel block, so its producer cannot "
+                    f"write it in place; give the parts before it multiples of {cb} channels")
+            out[part] = channel * h * w
+            channel += c
+    return out
 
 
 def plan_memory(graph, config):
@@ -101,6 +140,7 @@ def plan_memory(graph, config):
         cursor = _align(cursor + w_size) + _align(p_size)
     weights_size = cursor
 
+    within = part_offsets(graph, cb)        # refuses a misaligned concatenation first
     life = _lifetimes(graph)
     sizes = {name: tensor_bytes(graph.tensors[name].shape, cb) for name in life}
     roles, offsets = {}, {}
@@ -126,6 +166,12 @@ def plan_memory(graph, config):
         offsets[name] = offset
         placed.append((offset, offset + sizes[name], first, last))
         cursor = max(cursor, offset + sizes[name])
+    home = _homes(graph)
+    for part, offset in within.items():
+        c, h, w = graph.tensors[part].shape
+        offsets[part] = offsets[home[part]] + offset
+        sizes[part] = blocks(c, cb) * cb * h * w
+        roles[part] = "activation"
     return MemoryPlan(weights_size, blobs, offsets, sizes, roles, _align(cursor))
 
 

@@ -26,7 +26,7 @@ SUPPORTED_OPS = PASS_THROUGH | RESHAPES | {
     "QuantizeLinear", "DequantizeLinear", "Constant",
     "Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div",
     "Relu", "Clip", "BatchNormalization",
-    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Concat",
     # Only at the model's edges, done by the host (vdla.compiler.onnx_host).
     "Transpose", "Softmax",
 }

@@ -11,6 +11,7 @@ from vdla import isa
 
 from . import ir
 from .codegen import LayerAddrs, layer_frames
+from .concat import copy_misaligned_concats
 from .errors import CompileError
 from .frames import assemble_frame
 from .memplan import build_weights, plan_memory
@@ -79,6 +80,8 @@ def _tensor_entries(graph, mem):
 def compile_graph(graph, config):
     """Compile an IR graph for ``config`` into a :class:`Program`."""
     check_graph(graph)
+    graph = copy_misaligned_concats(graph, config.cb)
+    check_graph(graph)
     mem = plan_memory(graph, config)
     producer = {layer.output: i for i, layer in enumerate(graph.layers)}
     layers, rows, code = [], [], []
@@ -95,7 +98,8 @@ def compile_graph(graph, config):
                 code.extend(words)
         except ValueError as exc:          # a field that does not fit its width
             raise CompileError(f"layer {layer.name}: {exc}") from None
-        deps = sorted({producer[n] for n in inputs if n in producer})
+        # A concatenation has no producer: the layer waits for the producers of its parts.
+        deps = sorted({producer[s] for n in inputs for s in graph.sources(n) if s in producer})
         layers.append(LayerEntry(layer.name, layer.kind, list(inputs), layer.output, deps,
                                  layer_macs(layer, graph)))
     try:

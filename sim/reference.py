@@ -96,4 +96,13 @@ def run_graph(graph, inputs):
         if y.shape != expected:
             raise ValueError(f"layer {layer.name}: computed shape {y.shape}, IR says {expected}")
         tensors[layer.output] = y
+        _join_concats(graph, tensors)
     return tensors
+
+
+def _join_concats(graph, tensors):
+    """Add every concatenation whose parts all exist: the parts stacked on the channel axis
+    (in DRAM their producers wrote them there in place)."""
+    for name, parts in graph.concats.items():
+        if name not in tensors and all(p in tensors for p in parts):
+            tensors[name] = np.concatenate([tensors[p] for p in parts], axis=0)
