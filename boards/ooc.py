@@ -94,7 +94,7 @@ class OocWrapper(wiring.Component):
 def make_top(config, top, multipliers="infer", post_multipliers=None):
     """The block named ``top`` (one of :data:`TOPS`) of ``config``, unwrapped."""
     from vdla.hw.compute import ComputeUnit, PEArray, PostProcess
-    from vdla.hw.core import ADDR_BITS, Core
+    from vdla.hw.core import Core
     from vdla.hw.dispatch import Dispatch
     from vdla.hw.dma import LoadUnit, SaveUnit
     post = multipliers if post_multipliers is None else post_multipliers
@@ -105,7 +105,7 @@ def make_top(config, top, multipliers="infer", post_multipliers=None):
     if top == "dispatch":
         return Dispatch(config)
     if top in ("load", "save"):
-        return (LoadUnit if top == "load" else SaveUnit)(config, addr_width=ADDR_BITS)
+        return (LoadUnit if top == "load" else SaveUnit)(config)
     if top == "pe_array":
         return PEArray(config, multipliers)
     if top == "postproc":
@@ -116,7 +116,7 @@ def make_top(config, top, multipliers="infer", post_multipliers=None):
     if top == "axi_ram":         # on a core's DRAM port signature
         from vdla.hw.axi import AXI4Signature
         from vdla.hw.axi_ram import AxiRam
-        return AxiRam(AXI4Signature(ADDR_BITS, config.bus_bits), AXI_RAM_BYTES)
+        return AxiRam(AXI4Signature(config.dram_addr_bits, config.bus_bits), AXI_RAM_BYTES)
     raise ValueError(f"Top must be one of {', '.join(TOPS)}, not {top!r}")
 
 

@@ -30,8 +30,6 @@ __all__ = ["Core", "COUNTER_BITS"]
 
 #: Width of the cycle counters (wide enough for days at 200 MHz).
 COUNTER_BITS = 48
-#: Width of DRAM byte addresses on the AXI4 master.
-ADDR_BITS = 64
 
 
 class Core(wiring.Component):
@@ -50,9 +48,10 @@ class Core(wiring.Component):
     -------
     insn : ``In(stream.Signature(isa.Insn))``
         The core's stream (see :class:`.dispatch.Dispatch`).
-    seg_base, seg_size : ``In(64)``
-        The tenant's DRAM segment; DMA addresses are offsets into it.
-    m_axi : ``Out(AXI4Signature(64, config.bus_bits))``
+    seg_base : ``In(config.dram_addr_bits)``, seg_size : ``In(config.seg_size_bits)``
+        The tenant's DRAM segment, inside the address space (checked when a tenant starts);
+        DMA addresses are offsets into it.
+    m_axi : ``Out(AXI4Signature(config.dram_addr_bits, config.bus_bits))``
         DRAM.
     start : ``In(1)``
         Pulse: a tenant starts on this core (flush, wait for the units, clear the buffers).
@@ -80,9 +79,9 @@ class Core(wiring.Component):
         self.load, self.compute, self.save = self.make_units(config)
         super().__init__({
             "insn": In(stream.Signature(isa.Insn)),
-            "seg_base": In(64),
-            "seg_size": In(64),
-            "m_axi": Out(AXI4Signature(ADDR_BITS, config.bus_bits)),
+            "seg_base": In(config.dram_addr_bits),
+            "seg_size": In(config.seg_size_bits),
+            "m_axi": Out(AXI4Signature(config.dram_addr_bits, config.bus_bits)),
             "start": In(1),
             "cancel": In(1),
             "ready": Out(1),
@@ -99,8 +98,7 @@ class Core(wiring.Component):
 
     def make_units(self, config):
         """The ``(load, compute, save)`` units (tests substitute stand-ins here)."""
-        return (LoadUnit(config, addr_width=ADDR_BITS), ComputeUnit(config, *self._multipliers),
-                SaveUnit(config, addr_width=ADDR_BITS))
+        return (LoadUnit(config), ComputeUnit(config, *self._multipliers), SaveUnit(config))
 
     def elaborate(self, platform):
         m = Module()

@@ -37,8 +37,8 @@ class CoreTop(wiring.Component):
         ``imem_data`` when ``imem_we``.
     prog_base, prog_size : ``In(32)``
         Program region (words).
-    seg_base, seg_size : ``In(64)``
-        DRAM segment (bytes).
+    seg_base, seg_size : ``In(config.dram_addr_bits)``, ``In(config.seg_size_bits)``
+        DRAM segment (bytes), inside the DRAM address space.
     start : ``In(1)``
         Pulse: clear the core's buffers and run the image once.
     running, done : ``Out(1)``
@@ -63,8 +63,8 @@ class CoreTop(wiring.Component):
             "imem_data": In(isa.INSN_BITS),
             "prog_base": In(32),
             "prog_size": In(32),
-            "seg_base": In(64),
-            "seg_size": In(64),
+            "seg_base": In(config.dram_addr_bits),
+            "seg_size": In(config.seg_size_bits),
             "start": In(1),
             "running": Out(1),
             "done": Out(1),

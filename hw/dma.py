@@ -48,7 +48,7 @@ class _DmaUnit(wiring.Component):
 
     _load = None    # set by the subclasses
 
-    def __init__(self, config, *, addr_width=64, id_width=1, max_bursts=4):
+    def __init__(self, config, *, addr_width=None, id_width=1, max_bursts=4):
         # A unit that could not be built is no unused design: keep Amaranth from saying so.
         self._MustUse__silence = True
         if config.bus_bits < WORD_BITS:
@@ -59,7 +59,9 @@ class _DmaUnit(wiring.Component):
                             f"not {max_bursts!r}")
         self._MustUse__silence = False
         self._config = config
-        self._addr_width = addr_width
+        # The segment ports stay 64 bits wide (what the registers hold); only the address
+        # arithmetic is as wide as the bus, and synthesis drops what a narrower core ties off.
+        self._addr_width = config.dram_addr_bits if addr_width is None else addr_width
         self._max_bursts = max_bursts
         self._lanes = config.bus_bits // WORD_BITS
         buffer = BufferWriteSignature() if self._load else BufferReadSignature()
@@ -71,7 +73,7 @@ class _DmaUnit(wiring.Component):
             "cancel": In(1),
             "seg_base": In(64),
             "seg_size": In(64),
-            "m_axi": Out(AXI4Signature(addr_width, config.bus_bits, id_width)),
+            "m_axi": Out(AXI4Signature(self._addr_width, config.bus_bits, id_width)),
             "buffer": Out(buffer),
         })
 

@@ -28,7 +28,6 @@ from vdla.host_link import Command, Header, Status
 
 from .axi import AXI4LiteSignature, AXI4Signature, Burst, Resp
 from .control import control_addr_width
-from .core import ADDR_BITS
 
 __all__ = ["crc16_step", "HostBridge"]
 
@@ -104,7 +103,7 @@ class HostBridge(wiring.Component):
         self._ctrl_width = control_addr_width(config)
         self._beat_bytes = config.bus_bits // 8
         if mem_signature is None:
-            mem_signature = AXI4Signature(ADDR_BITS, config.bus_bits)
+            mem_signature = AXI4Signature(config.dram_addr_bits, config.bus_bits)
         if not isinstance(mem_signature, AXI4Signature) or \
                 mem_signature.data_width != config.bus_bits:
             raise TypeError(f"Memory signature must be an AXI4Signature of "
@@ -244,7 +243,8 @@ class HostBridge(wiring.Component):
         count, address = header.count, header.address
         wpb = self._beat_bytes // 4
         known, mem, info = kind.known, kind.mem, kind.info
-        limit = Mux(mem, 1 << 32, 1 << min(32, self._ctrl_width))
+        limit = Mux(mem, 1 << min(32, self.mem.signature.addr_width),
+                    1 << min(32, self._ctrl_width))
         # The header is complete two cycles (its CRC bytes) or more before Check: the limit
         # checks are registered, the burst's end in a stage of its own, which keeps their
         # carry chains off the FSM's paths.

@@ -188,7 +188,7 @@ class SDRAMController(wiring.Component):
     core : LiteDRAMCore
         The generated core (:func:`vdla.boards.sdram.load_core`).
     addr_width : int
-        Address width of ``s_axi`` (the accelerator's ``ADDR_BITS``); the bits above the
+        Address width of ``s_axi`` (the configuration's ``dram_addr_bits``); the bits above the
         core's own are ignored.
     data_width : int
         Data width of ``s_axi``; must be the core's AXI width (the generator converts to the

@@ -4,7 +4,8 @@ One state machine per tenant, the same rules as the golden model's dispatcher
 (``sim/iss.py``):
 
 * ``start`` (while not running): the mask must be non-empty, inside the pool and free of the
-  cores of every other running tenant, else the tenant faults CORES. The tenant's cores are
+  cores of every other running tenant, else the tenant faults CORES; the segment must lie
+  inside the DRAM address space (``Config.dram_addr_bits``), else it faults SEGMENT. The tenant's cores are
   then prepared (each core flushes, lets its units finish and clears its buffers), their
   registers latched (region, segment, virtual core *k* = the *k*-th set bit of the mask) and
   their fetchers read the STREAM headers. When every header is checked the cores start
@@ -45,11 +46,12 @@ __all__ = ["CoreLinkSignature", "TenantDispatch"]
 class CoreLinkSignature(wiring.Signature):
     """What the first-level dispatch drives into one core and its fetcher (dispatch view)."""
 
-    def __init__(self):
+    def __init__(self, config):
         super().__init__({
-            # Settings, latched when the owning tenant starts.
+            # Settings, latched when the owning tenant starts; the segment, checked to lie in
+            # the DRAM address space, as wide as a core takes it.
             "prog_base": Out(32), "prog_size": Out(32),
-            "seg_base": Out(64), "seg_size": Out(64),
+            "seg_base": Out(config.dram_addr_bits), "seg_size": Out(config.seg_size_bits),
             "vcore": Out(8), "vcount": Out(8),
             # One-cycle pulses.
             "core_start": Out(1), "core_cancel": Out(1), "fetch_start": Out(1),
@@ -72,7 +74,7 @@ class TenantDispatch(wiring.Component):
     -------
     tenants : ``In(TenantPortSignature(config)).array(config.tenants)``
         From the register block: settings and CTRL pulses in, status and counters out.
-    cores : ``Out(CoreLinkSignature()).array(config.cores)``
+    cores : ``Out(CoreLinkSignature(config)).array(config.cores)``
         To each core and its fetcher.
     """
 
@@ -80,7 +82,7 @@ class TenantDispatch(wiring.Component):
         self._config = config
         super().__init__({
             "tenants": In(TenantPortSignature(config)).array(config.tenants),
-            "cores": Out(CoreLinkSignature()).array(config.cores),
+            "cores": Out(CoreLinkSignature(config)).array(config.cores),
         })
 
     def elaborate(self, platform):
@@ -102,8 +104,11 @@ class TenantDispatch(wiring.Component):
         # Settings of the tenant that starts (one start per cycle at most: starts are
         # register writes), chosen once for all cores: each core's registers then only load
         # them (a clock enable), where a choice per core cost four times the multiplexers.
-        chosen = {name: Signal.like(getattr(self.tenants[0], name), name=f"start_{name}")
-                  for name in ("prog_base", "prog_size", "seg_base", "seg_size", "core_mask")}
+        link = self.cores[0]
+        widths = {"prog_base": len(link.prog_base), "prog_size": len(link.prog_size),
+                  "seg_base": len(link.seg_base), "seg_size": len(link.seg_size),
+                  "core_mask": len(self.tenants[0].core_mask)}
+        chosen = {name: Signal(width, name=f"start_{name}") for name, width in widths.items()}
         for t, port in enumerate(self.tenants):
             with m.If(starting[t]):
                 m.d.comb += [value.eq(getattr(port, name)) for name, value in chosen.items()]
@@ -200,6 +205,13 @@ class TenantDispatch(wiring.Component):
             Mux(running[u], masks[u], 0) for u in range(len(masks)) if u != t), Const(0, n)))
         bad_mask = ((requested == 0) | (requested >> n != 0)
                     | ((requested[:n] & taken) != 0))
+        # The segment must lie inside the DRAM address space (the cores' addresses are that
+        # wide); the registers are 64 bits.
+        a = self._config.dram_addr_bits
+        seg_end = Signal(a + 2, name=f"seg_end_{t}")
+        m.d.comb += seg_end.eq(port.seg_base[:a] + port.seg_size[:a + 1])
+        bad_segment = (port.seg_base[a:].any() | port.seg_size[a + 1:].any()
+                       | (seg_end > (1 << a)))
         # The golden model names the lowest requested core (even outside the pool).
         requested_low = Signal(range(len(requested)), name=f"requested_low_{t}")
         for k in reversed(range(len(requested))):
@@ -226,8 +238,9 @@ class TenantDispatch(wiring.Component):
                 with m.If(port.start):
                     m.d.sync += [status.eq(0), stop_request.eq(0), completed.eq(0),
                                  runs.eq(port.runs), port.fault_pc.eq(0)]
-                    with m.If(bad_mask):
-                        m.d.sync += [status.faulted.eq(1), status.fault.eq(Fault.CORES),
+                    with m.If(bad_mask | bad_segment):
+                        m.d.sync += [status.faulted.eq(1),
+                                     status.fault.eq(Mux(bad_mask, Fault.CORES, Fault.SEGMENT)),
                                      status.fault_core.eq(requested_low),
                                      port.fault_pc.eq(port.prog_base)]
                         m.d.comb += port.finished.eq(1)

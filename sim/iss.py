@@ -261,6 +261,13 @@ class Machine:
                 raise TenantFault(Fault.CORES, f"core mask 0x{mask:x} overlaps running tenant "
                                                f"{taken[0].index}'s 0x{taken[0].mask:x}",
                                   t.base, t.cores[0])
+            self._check_mask(t)
+            space = 1 << self.config.dram_addr_bits
+            if t.segment.base + t.segment.size > space:
+                raise TenantFault(Fault.SEGMENT, f"segment of 0x{t.segment.size:x} bytes at "
+                                                 f"0x{t.segment.base:x} runs past the DRAM "
+                                                 f"address space (0x{space:x} bytes)",
+                                  t.base, t.cores[0])
             self._read_headers(t)
         except TenantFault as fault:
             self._fault(t, fault)
@@ -334,12 +341,14 @@ class Machine:
         lo, hi = self.imem[pc].tolist()
         return self._decode(lo | hi << 64)
 
+    def _check_mask(self, t):
+        if not t.cores or t.mask >> self.config.cores:
+            raise TenantFault(Fault.CORES, f"core mask 0x{t.mask:x} is empty or names cores "
+                                           f"outside the pool of {self.config.cores}", t.base,
+                              t.cores[0] if t.cores else 0)
+
     def _read_headers(self, t):
         count = len(t.cores)
-        first = t.cores[0] if t.cores else 0
-        if not count or t.mask >> self.config.cores:
-            raise TenantFault(Fault.CORES, f"core mask 0x{t.mask:x} is empty or names cores "
-                                           f"outside the pool of {self.config.cores}", t.base, first)
         t.starts = []
         for k in range(count):
             try:

@@ -12,7 +12,7 @@ from axi_model import AxiRamModel
 from vdla import isa
 from vdla.hw.buffers import compute_port_signatures
 from vdla.hw.axi import Resp
-from vdla.hw.core import ADDR_BITS, Core
+from vdla.hw.core import Core
 from vdla.hw.dma import LoadUnit, SaveUnit
 from vdla.regs import Fault
 from vdla.sim.bus import BusError
@@ -65,8 +65,7 @@ class CopyCompute(wiring.Component):
 
 class CopyCore(Core):
     def make_units(self, config):
-        return (LoadUnit(config, addr_width=ADDR_BITS), CopyCompute(config),
-                SaveUnit(config, addr_width=ADDR_BITS))
+        return LoadUnit(config), CopyCompute(config), SaveUnit(config)
 
 
 

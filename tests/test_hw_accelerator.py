@@ -24,8 +24,10 @@ from vdla.sim.iss import Machine
 from amaranth.sim import Simulator
 
 Op, Buf = isa.Opcode, isa.Buffer
+# A 64 KiB DRAM address space: the cores' addresses are 16 bits wide, the registers 64.
 CFG = get_config("small").replace(cores=3, tenants=2, ibuf_depth=64, wbuf_depth=16,
-                                  pbuf_depth=16, obuf_depth=64, imem_depth=160)
+                                  pbuf_depth=16, obuf_depth=64, imem_depth=160,
+                                  dram_addr_bits=16)
 DRAM_BYTES = 0x3000
 _STATUS = isa.flat_fields(regs.Status)
 
@@ -96,9 +98,9 @@ class Tenant:
 
     def registers(self):
         return {"CORE_MASK": self.mask, "PROG_BASE": self.prog_base,
-                "PROG_SIZE": len(self.words), "SEG_BASE_LO": self.seg_base,
-                "SEG_BASE_HI": 0, "SEG_SIZE_LO": self.seg_size, "SEG_SIZE_HI": 0,
-                "RUNS": self.runs}
+                "PROG_SIZE": len(self.words), "SEG_BASE_LO": self.seg_base & 0xFFFF_FFFF,
+                "SEG_BASE_HI": self.seg_base >> 32, "SEG_SIZE_LO": self.seg_size & 0xFFFF_FFFF,
+                "SEG_SIZE_HI": self.seg_size >> 32, "RUNS": self.runs}
 
 
 CTRL_START = isa.pack_fields(isa.flat_fields(regs.Ctrl), {"start": 1, "irq_enable": 1})
@@ -266,6 +268,31 @@ def test_start_checks_fault_cores(mask, words):
     assert want[0]["fault"] == Fault.CORES
     for key in ("fault", "fault_pc", "fault_core"):
         assert got[0][key] == want[0][key], (key, got[0], want[0])
+
+
+SPACE = 1 << CFG.dram_addr_bits
+
+
+@pytest.mark.parametrize("seg_base, seg_size, at_start", [
+    (SPACE - 0x40, 0x40, False),        # ends at the top: starts, its LOAD faults SEGMENT
+    (SPACE - 0x40, 0x48, True),         # one word past the top
+    (0x400, SPACE, True),               # the size alone is past
+    (SPACE, 0x400, True),               # above the space
+    ((1 << 32) + 0x400, 0x400, True),   # in SEG_BASE_HI, where the bus's bits would alias
+    (0x400, 1 << 63, True),             # in SEG_SIZE_HI
+])
+def test_segment_past_the_address_space_faults_at_start(seg_base, seg_size, at_start):
+    """A segment past the cores' DRAM address space faults SEGMENT at start (the region's
+    first word, the lowest core) in both models; one that ends at its top runs."""
+    tenants = [Tenant(0, one_core_image(), 0b010, prog_base=9, seg_base=seg_base,
+                      seg_size=seg_size)]
+    want, _ = run_iss(tenants, random_dram(6))
+    got, mem = run_rtl(tenants, random_dram(6))
+    assert want[0]["fault"] == Fault.SEGMENT
+    assert (want[0]["fault_pc"] == 9) == at_start
+    for key in ("fault", "fault_pc", "fault_core"):
+        assert got[0][key] == want[0][key], (key, got[0], want[0])
+    assert np.array_equal(mem, random_dram(6))
 
 
 def test_overlapping_masks_fault_cores():

@@ -44,6 +44,11 @@ class Config:
         AXI4 data width of each core's DMA master.
     clock_mhz : float
         Target clock, used to turn cycle counts into time in reports.
+    dram_addr_bits : int
+        Width of the DRAM byte addresses the cores put on the bus: the DRAM address space is
+        ``2 ** dram_addr_bits`` bytes. A tenant whose segment does not lie inside it faults
+        SEGMENT when it starts (the segment registers stay 64 bits wide). Boards use 32, which
+        covers their memory and saves the DMA units' upper address arithmetic.
     """
     name: str
     cores: int
@@ -57,6 +62,7 @@ class Config:
     imem_depth: int
     bus_bits: int = 64
     clock_mhz: float = 100.0
+    dram_addr_bits: int = 64
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -72,6 +78,9 @@ class Config:
         if self.bus_bits not in (32, 64, 128, 256):
             raise ConfigError(f"{self.name}: bus_bits must be 32, 64, 128 or 256, "
                               f"not {self.bus_bits}")
+        if not 16 <= self.dram_addr_bits <= 64:
+            raise ConfigError(f"{self.name}: dram_addr_bits must be 16 to 64, "
+                              f"not {self.dram_addr_bits}")
         limits = {
             "ibuf_depth": isa.FIELDS["conv"]["ibuf_addr"][1],
             "wbuf_depth": isa.FIELDS["conv"]["wbuf_addr"][1],
@@ -89,6 +98,12 @@ class Config:
     def cb(self):
         """Channel block: int8 channels per IBUF/OBUF entry and per DRAM layout block."""
         return self.icp
+
+    @property
+    def seg_size_bits(self):
+        """Width of a segment size the cores need: one past the address width (a segment may
+        end at the top of the address space), at most the 64 bits of the registers."""
+        return min(self.dram_addr_bits + 1, 64)
 
     @property
     def macs_per_cycle(self):
@@ -125,25 +140,25 @@ CONFIGS = {
     # ULX3S (ECP5-85F): 4 cores of 8x8 int8 MACs, ~290 KB of its 416 KB of block RAM.
     "ulx3s": Config(name="ulx3s", cores=4, tenants=4, icp=8, ocp=8,
                     ibuf_depth=2048, wbuf_depth=256, pbuf_depth=256, obuf_depth=512,
-                    imem_depth=4096),
+                    imem_depth=4096, dram_addr_bits=32),
     # The ULX3S's pool at half the MACs: 4 cores of 8 inputs x 4 output channels, the same
     # buffers. Every core's post-processing and three PE arrays on DSP blocks, the fourth
     # on the carry chain: what fits the 85F's LUTs. 50 MHz is the clock asked, not yet met
     # by the 4-core build (docs/boards.md has the builds' figures).
     "ulx3s-8x4": Config(name="ulx3s-8x4", cores=4, tenants=4, icp=8, ocp=4,
                         ibuf_depth=2048, wbuf_depth=256, pbuf_depth=256, obuf_depth=512,
-                        imem_depth=4096, clock_mhz=50.0),
+                        imem_depth=4096, clock_mhz=50.0, dram_addr_bits=32),
     # The ULX3S's 8x8 cores, two of them: the peak of ulx3s-8x4 (128 MACs) in half the
     # cores, and the core hash of ulx3s (its programs run here unchanged).
     "ulx3s-2x8": Config(name="ulx3s-2x8", cores=2, tenants=4, icp=8, ocp=8,
                         ibuf_depth=2048, wbuf_depth=256, pbuf_depth=256, obuf_depth=512,
-                        imem_depth=4096, clock_mhz=50.0),
+                        imem_depth=4096, clock_mhz=50.0, dram_addr_bits=32),
     # iCEBreaker (iCE40UP5K): one core on its 8 DSPs, 8 inputs x 1 output channel per cycle;
     # the smallest buffers and instruction memory that run the digits CNN (its 3x3 conv of
     # 16 to 32 channels needs 18 WBUF entries; its program, 524 instruction words).
     "icebreaker": Config(name="icebreaker", cores=1, tenants=2, icp=8, ocp=1,
                          ibuf_depth=256, wbuf_depth=32, pbuf_depth=32, obuf_depth=128,
-                         imem_depth=1024, clock_mhz=24.0),
+                         imem_depth=1024, clock_mhz=24.0, dram_addr_bits=32),
     # Data-centre card for the studies at scale (16 cores, as the reference design's pool).
     "u200": Config(name="u200", cores=16, tenants=4, icp=8, ocp=8,
                    ibuf_depth=8192, wbuf_depth=1024, pbuf_depth=1024, obuf_depth=4096,

@@ -35,8 +35,9 @@ least significant first.
 
 Checks, in order: BAD_CRC (nothing else is looked at, nothing runs), BAD_COMMAND,
 BAD_LENGTH (``count`` is 0, above :data:`MAX_WORDS`, not :data:`INFO_WORDS` for INFO, or not
-whole beats for memory), BAD_ALIGN, BAD_ADDRESS (the burst runs past the 32-bit address space
-or, for registers, past the control port's address width). Only then does a command run.
+whole beats for memory), BAD_ALIGN, BAD_ADDRESS (the burst runs past the DRAM address space,
+2^32 bytes or 2^``dram_addr_bits`` if the configuration's is narrower, or, for registers, past
+the control port's address width). Only then does a command run.
 """
 
 import binascii

@@ -27,7 +27,9 @@ class Fault(enum.Enum, shape=4):
     """Why a tenant stopped. Faults are per tenant: the other tenants keep running."""
     NONE = 0
     ILLEGAL = 1     #: undefined opcode, illegal field value or dependency flag
-    SEGMENT = 2     #: a DMA extent outside the tenant's DRAM segment (nothing is moved)
+    #: a DMA extent outside the tenant's DRAM segment (nothing is moved), or, at start, a
+    #: segment past the DRAM address space
+    SEGMENT = 2
     BUFFER = 3      #: an on-chip buffer access outside the buffer
     CORES = 4       #: program linked for another number of cores than the core mask holds
     REGION = 5      #: instruction fetch outside the tenant's program region
@@ -114,8 +116,9 @@ TENANT_REGS = (
              guarded=True),
     Register("SEG_SIZE_LO", 0x1C, "rw", "DRAM segment size in bytes, low 32 bits.",
              guarded=True),
-    Register("SEG_SIZE_HI", 0x20, "rw", "DRAM segment size in bytes, high 32 bits.",
-             guarded=True),
+    Register("SEG_SIZE_HI", 0x20, "rw", "DRAM segment size in bytes, high 32 bits. A start "
+             "whose segment runs past the DRAM address space (2^dram_addr_bits bytes: 2^32 on "
+             "the boards' configurations) faults SEGMENT.", guarded=True),
     Register("RUNS", 0x24, "rw", "Inferences per start (0: until stopped)."),
     Register("INFERENCES", 0x28, "r", "Inferences completed since the last clear."),
     Register("CYCLES_LO", 0x2C, "r", "Cycles spent running since the last clear, low half."),
