@@ -7,7 +7,8 @@ Buffer use inside a frame (entries of each buffer, halves alternate by the parit
   (depthwise, pooling: the blocks of the step's output chunk); OBUF halves by chunk.
 * mode B (output-stationary): PBUF from 0 for the frame; IBUF halves by input chunk, WBUF
   halves by step, OBUF holds every output chunk of the frame at its own place.
-* Add: IBUF halves by chunk (operand A then B), OBUF halves by chunk, PBUF for the frame.
+* Add: IBUF halves by chunk (operand A then B), OBUF halves by chunk, PBUF for the frame;
+  a lookup the same with one operand, its table at PBUF 0.
 
 A buffer whose frame uses only one unit of it is used whole.
 """
@@ -149,15 +150,19 @@ def _frame_b(g, cfg, plan, addrs, ob0, nob, t):
     return setup, steps
 
 
-def _frames_add(cfg, plan, addrs, shape):
+def _frames_add(cfg, plan, addrs, lut=False):
+    """Frames of an Add, or with ``lut`` of a lookup (its table loaded once per frame)."""
     cb, ew = cfg.cb, cfg.cb // 8
     plane = plan.ph * plan.pw
     out = []
     for frame in plan.frames:
         fb0 = plan.chunks[frame[0]][0]
         fb1 = max(plan.chunks[c][0] + plan.chunks[c][1] for c in frame)
-        head = dma_fields(_PB, 0, addrs.post + fb0 * cb * isa.POST_BYTES, (fb1 - fb0) * cb * 2,
-                          cb=cb)
+        if lut:
+            head = dma_fields(_PB, 0, addrs.post, isa.LUT_ENTRIES * 2, cb=cb)
+        else:
+            head = dma_fields(_PB, 0, addrs.post + fb0 * cb * isa.POST_BYTES,
+                              (fb1 - fb0) * cb * 2, cb=cb)
         steps = []
         for s, c in enumerate(frame):
             b, nb, r, nr = plan.chunks[c]
@@ -167,11 +172,15 @@ def _frames_add(cfg, plan, addrs, shape):
             obase = _half(cfg.obuf_depth, s, len(frame) > 1)
             loads = (head if s == 0 else []) + dma_fields(_IB, abase, addrs.inputs[0] + first,
                                                           n * ew, cb=cb)
-            loads += dma_fields(_IB, abase + n, addrs.inputs[1] + first, n * ew, cb=cb)
-            op = (_OP.MISC, {"func": isa.MiscFunc.ADD.value, "src_a": abase, "src_b": abase + n,
-                             "obuf_addr": obase, "pbuf_addr": (b - fb0) * cb, "out_h": nr,
-                             "out_w": plan.pw, "n_cb": nb, "in_h": 0, "in_w": 0,
-                             "pad_top": 0, "pad_left": 0})
+            shape = {"obuf_addr": obase, "out_h": nr, "out_w": plan.pw, "n_cb": nb,
+                     "in_h": 0, "in_w": 0, "pad_top": 0, "pad_left": 0}
+            if lut:
+                op = (_OP.MISC, dict(shape, func=isa.MiscFunc.LUT.value, src_a=abase, src_b=0,
+                                     pbuf_addr=0))
+            else:
+                loads += dma_fields(_IB, abase + n, addrs.inputs[1] + first, n * ew, cb=cb)
+                op = (_OP.MISC, dict(shape, func=isa.MiscFunc.ADD.value, src_a=abase,
+                                     src_b=abase + n, pbuf_addr=(b - fb0) * cb))
             saves = dma_fields(_OB, obase, addrs.output + first, n * ew, cb=cb)
             steps.append(Step(loads, [op], saves, s - 2 if s >= 2 else None))
         setup = {"kh": 1, "kw": 1, "stride": 1, "n_icg": 1, "pad_value": 0, "dw": 0}
@@ -188,7 +197,10 @@ def layer_frames(layer, graph, cfg, addrs):
                 raise CompileError(f"layer {layer.name}: add of {name} "
                                           f"{graph.tensors[name].shape} to shape {shape}")
         plan = tiling.plan_add(layer.name, shape, cfg)
-        return plan, _frames_add(cfg, plan, addrs, shape)
+        return plan, _frames_add(cfg, plan, addrs)
+    if layer.kind == "lut":
+        plan = tiling.plan_add(layer.name, graph.tensors[layer.output].shape, cfg, lut=True)
+        return plan, _frames_add(cfg, plan, addrs, lut=True)
     g = tiling.geometry(layer, graph, cfg.cb)
     plan = tiling.plan_layer(layer.name, g, cfg)
     frames = []

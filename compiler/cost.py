@@ -28,7 +28,7 @@ def estimate_cycles(config, compute, dma_words, n_insns=0, n_dma=0, dma_rows=0):
 
     ``compute``: PE-array cycles, the sum over CONV of
     ``out_h*out_w*n_ob*kh*kw*n_icg*(cb//ocp)`` (``n_icg`` is 1 for depthwise) plus, for MISC,
-    ``entries*window``; ``dma_words``: 8-byte words moved by LOAD and SAVE; ``n_insns``: the
+    ``entries*window`` (a LUT: ``entries*cb``, one lane a cycle); ``dma_words``: 8-byte words moved by LOAD and SAVE; ``n_insns``: the
     frame's instructions; ``n_dma``: how many of them are LOAD/SAVE; ``dma_rows``: their
     bursts (``planes*rows`` each). Loads, compute and saves overlap through double buffering,
     so the frame takes the longer of compute and transfer.

@@ -28,7 +28,7 @@ def format_insn(word):
             if name == "buf":
                 value = isa.Buffer(value).name
             elif name == "func":
-                value = isa.MiscFunc(value).name if value < 3 else f"?{value}"
+                value = isa.MiscFunc(value).name
             elif name == "dram_addr":
                 value = f"0x{value:x}"
             parts.append(f"{name}={value}")

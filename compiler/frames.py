@@ -46,7 +46,8 @@ class Step:
 
 
 def compute_cycles(op, fields, setup, config):
-    """PE-array cycles of one CONV / MISC under the window state ``setup`` (see cost.py)."""
+    """PE-array (MISC: lane) cycles of one CONV / MISC under the window state ``setup``
+    (see cost.py)."""
     if op == _OP.CONV:
         n_icg = 1 if setup["dw"] else setup["n_icg"]
         return (fields["out_h"] * fields["out_w"] * fields["n_ob"] * setup["kh"] * setup["kw"]
@@ -54,6 +55,8 @@ def compute_cycles(op, fields, setup, config):
     entries = fields["n_cb"] * fields["out_h"] * fields["out_w"]
     if fields["func"] == isa.MiscFunc.ADD.value:
         return entries
+    if fields["func"] == isa.MiscFunc.LUT.value:
+        return entries * config.cb          # one lane a cycle
     return entries * setup["kh"] * setup["kw"]
 
 

@@ -9,7 +9,8 @@ DequantizeLinear nodes of the layer's int8 operands::
               (Conv, Gemm, MatMul, Add of two activations, MaxPool, AveragePool, Global*Pool)
 
 Identity, Dropout and reshapes (Flatten, Reshape, Squeeze, Unsqueeze) may appear anywhere on
-the way. The affine operators are folded into the per-channel requantization, the clamps into
+the way. A chain that only a table computes (Sigmoid, SiLU, ...) is one lookup layer instead
+(:mod:`.onnx_lut`). The affine operators are folded into the per-channel requantization, the clamps into
 its ``lo``/``hi``. A segment without a main op (``DQ -> Relu -> Q`` with new parameters, or a
 bare scale change) becomes a requantizing 1x1 max pooling, or a depthwise 1x1 convolution when
 it scales or shifts channels; one that changes nothing (a reshape between two identical
@@ -35,6 +36,7 @@ from .onnx_graph import PASS_THROUGH, RESHAPES, SUPPORTED_OPS, OnnxGraph, load_p
 from .onnx_host import (find_tails, host_only_refusal, input_relayout, ir_shape_of,
                         resolve_tail, viewable)
 from .onnx_lower import Affine, Out
+from .onnx_lut import add_lookup, needs_table
 from .onnx_main import MAIN_OPS, parse_main, requant_layer
 from .quant import clamp_range
 
@@ -142,7 +144,7 @@ class _Frontend:
                                          f"quantize the float model again with vdla quantize, "
                                          f"which converts it to opset 13 first")
 
-    def _unique(self, name):
+    def unique(self, name):
         self._layer_names[name] += 1
         count = self._layer_names[name]
         return name if count == 1 else f"{name}_{count}"
@@ -284,6 +286,10 @@ class _Frontend:
         if concat is not None:
             self._concat(q, concat)
             return
+        lookup = needs_table(self, q)
+        if lookup is not None:
+            add_lookup(self, q, lookup)
+            return
         out_scale, out_zp = self.g.act_params(q)
         main, bottom, post = self._walk(q.input[0], q)
         if main is not None:
@@ -299,7 +305,7 @@ class _Frontend:
             elif node.op_type in RESHAPES:
                 shape = self._reshaped(node, shape, ir_shape)
             elif node.op_type in _CLAMP_OPS:
-                node_low, node_high = self._clamp(node)
+                node_low, node_high = self.clamp(node)
                 low, high = _tighter(low, node_low, max), _tighter(high, node_high, min)
                 clamp_node = node
             else:
@@ -310,7 +316,7 @@ class _Frontend:
                 affine = affine.then(*self._affine(node, shape, ir_shape))
         self.g.check_single_output(q)
         name = q.output[0]
-        target = self._concat_target(q)
+        target = self.concat_target(q)
         if target is not None and target != (out_scale, out_zp):
             # Keep the clamp of the QDQ graph's own QuantizeLinear, then quantize straight to
             # the Concat's output parameters.
@@ -326,10 +332,10 @@ class _Frontend:
                 self.views[name] = View(bottom.ir, shape)     # a pure reshape: same bytes
                 return
             where = next((n for n in post if n.op_type not in RESHAPES | PASS_THROUGH), q)
-            layer = requant_layer(self._unique(self.g.name(where)), where.op_type, x, name,
+            layer = requant_layer(self.unique(self.g.name(where)), where.op_type, x, name,
                                   affine, out)
         else:
-            layer = parsed.lower(self._unique(self.g.name(main)), name, affine, out)
+            layer = parsed.lower(self.unique(self.g.name(main)), name, affine, out)
         self.tensors[name] = ir.Tensor(name, tuple(ir_shape), out_scale, out_zp, shape)
         self.views[name] = View(name, shape)
         self.layers.append(layer)
@@ -351,7 +357,7 @@ class _Frontend:
             return None
         return users[0]
 
-    def _concat_target(self, q):
+    def concat_target(self, q):
         """``(scale, zero point)`` of the Concat output if ``q``'s tensor feeds only that
         Concat (through one DequantizeLinear of ``q``'s own parameters), else None."""
         dq = self._sole_user(q.output[0], "DequantizeLinear")
@@ -416,13 +422,13 @@ class _Frontend:
         """A requantizing layer copying ``tensor`` into a new part at the Concat's output
         parameters: what the QDQ graph computes for this input."""
         name = f"{cat.output[0]}_part{index}"
-        layer = requant_layer(self._unique(f"{self.g.name(cat)}_part{index}"), "Concat",
+        layer = requant_layer(self.unique(f"{self.g.name(cat)}_part{index}"), "Concat",
                               tensor, name, Affine.identity(tensor.shape[0]), Out(scale, zp))
         self.tensors[name] = ir.Tensor(name, tensor.shape, scale, zp, (1, *tensor.shape))
         self.layers.append(layer)
         return name
 
-    def _clamp(self, node):
+    def clamp(self, node):
         """``(low, high)`` real bounds of a Relu or Clip (None where unbounded)."""
         if node.op_type == "Relu":
             return 0.0, None
@@ -501,7 +507,7 @@ class _Frontend:
                 # output its own copy so every ONNX output maps to one IR tensor.
                 tensor = self.tensors[source]
                 out = Out(tensor.scale, tensor.zero_point)
-                self.layers.append(requant_layer(self._unique(f"copy_{value.name}"), "Identity",
+                self.layers.append(requant_layer(self.unique(f"copy_{value.name}"), "Identity",
                                                  tensor, value.name, Affine.identity(
                                                      tensor.shape[0]), out))
                 self.tensors[value.name] = ir.Tensor(value.name, tensor.shape, tensor.scale,

@@ -10,6 +10,7 @@ All integers are already in the hardware's domain, so the layer reference
   pooling) or sum (average pooling), and ``Requant.bias`` already contains the zero-point
   corrections (e.g. ``bias_onnx - zp_x * sum(w)``);
 * :class:`Requant` mirrors :class:`vdla.isa.PostParams` field for field;
+* a lookup layer (:class:`Lut`) holds the int8 output of each of the 256 int8 inputs;
 * a channel concatenation is no layer: ``Graph.concats`` names its parts, tensors of one
   scale and zero point that their producers write straight into channel offsets of it.
 """
@@ -18,7 +19,7 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["Tensor", "Requant", "Conv", "Dense", "Pool", "Add", "Graph", "LAYER_KINDS"]
+__all__ = ["Tensor", "Requant", "Conv", "Dense", "Pool", "Add", "Lut", "Graph", "LAYER_KINDS"]
 
 
 @dataclasses.dataclass
@@ -119,7 +120,17 @@ class Add:
     kind = "add"
 
 
-LAYER_KINDS = (Conv, Dense, Pool, Add)
+@dataclasses.dataclass
+class Lut:
+    """Element-wise int8 function of one tensor: ``y = table[x + 128]`` (MISC LUT)."""
+    name: str
+    input: str
+    output: str
+    table: np.ndarray       # int8 (256,)
+    kind = "lut"
+
+
+LAYER_KINDS = (Conv, Dense, Pool, Add, Lut)
 
 
 def _inputs(layer):

@@ -3,7 +3,8 @@
 Per layer the blob holds the weight blocks in the standard layouts of :mod:`.layout`
 (``[K/CB][kh][kw][C/CB]`` blocks, diagonal blocks for depthwise, a 1x1 convolution over one
 pixel for Dense), in which any chunk of ``n_ob`` output x ``n_icg`` input blocks the tiler
-loads is one 3-D strided region, followed by the PBUF entries of its output channels.
+loads is one 3-D strided region, followed by the PBUF entries of its output channels (of a
+lookup layer, its 256-byte table).
 Activations follow: model inputs and outputs each in a dedicated region (the host reads and
 writes them between inferences), intermediates reusing space by liveness with first fit.
 
@@ -63,6 +64,8 @@ def tensor_bytes(shape, cb):
 def _weight_size(layer, graph, cb):
     """(weight bytes, PBUF bytes) of one layer."""
     out_c = graph.tensors[layer.output].shape[0]
+    if layer.kind == "lut":
+        return 0, isa.LUT_ENTRIES * isa.POST_BYTES
     post = blocks(out_c, cb) * cb * isa.POST_BYTES
     if layer.kind == "conv":
         k, _, kh, kw = layer.weight.shape
@@ -183,7 +186,10 @@ def build_weights(graph, plan, config):
         if w.size != place.weight_size:
             raise AssertionError(f"layer {layer.name}: weight blob size mismatch")
         blob[place.weight_offset:place.weight_offset + w.size] = w
-        padded = blocks(graph.tensors[layer.output].shape[0], config.cb) * config.cb
-        post = layout.post_params(layer.requant, padded).reshape(-1)
+        if layer.kind == "lut":
+            post = np.asarray(layer.table, np.int8).view(np.uint8)
+        else:
+            padded = blocks(graph.tensors[layer.output].shape[0], config.cb) * config.cb
+            post = layout.post_params(layer.requant, padded).reshape(-1)
         blob[place.post_offset:place.post_offset + post.size] = post
     return blob.tobytes()

@@ -52,11 +52,19 @@ def check_graph(graph):
         names.add(layer.name)
         if isinstance(layer, ir.Pool) and layer.mode not in ("max", "avg"):
             raise CompileError(f"layer {layer.name}: pooling mode {layer.mode!r}")
+        if isinstance(layer, ir.Lut):
+            table = np.asarray(layer.table)
+            if table.shape != (256,) or table.dtype != np.int8:
+                raise CompileError(f"layer {layer.name}: table of {table.dtype} "
+                                   f"{table.shape}, not int8 (256,)")
+            if graph.tensors[layer.input].shape != graph.tensors[layer.output].shape:
+                raise CompileError(f"layer {layer.name}: lookup changes the shape")
+            continue
         _check_requant(layer, graph.tensors[layer.output].shape[0])
 
 
 def layer_macs(layer, graph):
-    """Multiply-accumulates of one layer (0 for pooling and Add)."""
+    """Multiply-accumulates of one layer (0 for pooling, Add and lookups)."""
     if layer.kind == "conv":
         k, cg, kh, kw = layer.weight.shape
         _, oh, ow = graph.tensors[layer.output].shape

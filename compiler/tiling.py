@@ -16,7 +16,7 @@ Two schemes cover Conv, depthwise Conv, Dense (a 1x1 convolution over one pixel)
 Candidates of both schemes are ranked by :func:`vdla.compiler.cost.layer_cost` of the
 estimated frame cycles, which trades DMA traffic (a row split reloads weights, a channel split
 reloads input), frame overhead and the spread of a layer's frames over up to 16 cores.
-Element-wise Add is planned by :func:`plan_add`.
+Element-wise Add and lookups are planned by :func:`plan_add`.
 """
 
 import dataclasses
@@ -329,14 +329,18 @@ def _plane_view(n, limit):
     return n, 1
 
 
-def plan_add(name, shape, cfg):
-    """Chunks and frames of an element-wise Add over a ``(C, H, W)`` tensor."""
+def plan_add(name, shape, cfg, lut=False):
+    """Chunks and frames of an element-wise Add over a ``(C, H, W)`` tensor, or with ``lut``
+    of a lookup (one operand, one table in PBUF for the whole frame, CB cycles an entry)."""
     cb, ew = cfg.cb, cfg.cb // 8
     nb = blocks(shape[0], cb)
-    single_cap = min(cfg.ibuf_depth // 2, cfg.obuf_depth)     # A and B in IBUF, one step
-    multi_cap = min(cfg.ibuf_depth // 4, cfg.obuf_depth // 2)  # ... in halves
+    operands = 1 if lut else 2
+    single_cap = min(cfg.ibuf_depth // operands, cfg.obuf_depth)     # one step
+    multi_cap = min(cfg.ibuf_depth // (2 * operands), cfg.obuf_depth // 2)  # ... in halves
     ph, pw = _plane_view(shape[1] * shape[2], min(MAX_HW, multi_cap))
-    pb = min(cfg.pbuf_depth // cb, MAX_NOB)
+    pb = MAX_NOB if lut else min(cfg.pbuf_depth // cb, MAX_NOB)
+    param_words = isa.LUT_ENTRIES * 2 if lut else pb * cb * 2
+    lanes = cb if lut else 1
 
     def chunkings():
         # Whole planes (several blocks a chunk) when a plane fits, else bands of view rows;
@@ -356,8 +360,9 @@ def plan_add(name, shape, cfg):
                                                   (1, 2, 4, 8, 16, 32, 64))
         for k in ks:
             entries = sum(n * r for _, n, _, r in chunks[:k]) * pw
-            fc = _frame_cycles(cfg, entries, 3 * entries * ew + pb * cb * 2, 3 * k + 1, k,
-                               3 * k + 1)
+            dma = (operands + 1) * k + 1
+            fc = _frame_cycles(cfg, lanes * entries,
+                               (operands + 1) * entries * ew + param_words, dma, k, dma)
             cost = layer_cost(-(-len(chunks) // k), fc)
             if best is None or cost < best[0]:
                 best = (cost, k, chunks)

@@ -75,6 +75,9 @@ def _accesses(op, f, setup, config):
         out_n = f["n_cb"] * f["out_h"] * f["out_w"]
         acc = [("OBUF", f["obuf_addr"], out_n, True),
                ("PBUF", f["pbuf_addr"], f["n_cb"] * cb, False)]
+        if f["func"] == isa.MiscFunc.LUT.value:
+            return [acc[0], ("PBUF", f["pbuf_addr"], isa.LUT_ENTRIES, False),
+                    ("IBUF", f["src_a"], out_n, False)]
         if f["func"] == isa.MiscFunc.ADD.value:
             return acc + [("IBUF", f["src_a"], out_n, False), ("IBUF", f["src_b"], out_n, False)]
         return acc + [("IBUF", f["src_a"], f["n_cb"] * f["in_h"] * f["in_w"], False)]
@@ -110,7 +113,7 @@ def _legality(insns, config, where):
             if setup is None:
                 raise FrameCheckError(f"{at}: before any SETUP")
             sizes = ("out_h", "out_w", "n_ob") if op == _OP.CONV else ("out_h", "out_w", "n_cb")
-            if min(f[s] for s in sizes) < 1 or (op == _OP.MISC and f["func"] == 3):
+            if min(f[s] for s in sizes) < 1:
                 raise FrameCheckError(f"{at}: invalid fields {f}")
         acc = _accesses(op, f, setup, config)
         for buf, first, n, _ in acc:

@@ -187,8 +187,9 @@ class GraphBuilder:
         return self.activation(self.batchnorm(y, gain), act)
 
     # -- result --------------------------------------------------------------------------------
-    def build(self, output, output_name="output"):
-        """Rename ``output`` to ``output_name`` and return the checked ModelProto."""
+    def build(self, output, output_name="output", opset=None):
+        """Rename ``output`` to ``output_name`` and return the checked ModelProto (of ``opset``,
+        default :data:`OPSET`; HardSwish needs 14)."""
         shape = self.shapes[output]
         for node in self.nodes:
             for i, name in enumerate(node.output):
@@ -200,7 +201,7 @@ class GraphBuilder:
             [helper.make_tensor_value_info(self.input_name, TensorProto.FLOAT, x_shape)],
             [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [self.batch, *shape])],
             self.initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset or OPSET)],
                                   producer_name="vdla.zoo")
         model.ir_version = 8        # readable by every onnxruntime the project supports
         onnx.checker.check_model(model)

@@ -84,11 +84,10 @@ def check_word(m, insn, have_setup):
                               | ~have_setup),
             ]
         with m.Case(isa.Opcode.MISC):
-            pooling = misc.func != isa.MiscFunc.ADD
+            pooling = (misc.func == isa.MiscFunc.MAXPOOL) | (misc.func == isa.MiscFunc.AVGPOOL)
             m.d.comb += [
                 target["compute"].eq(1),
-                bad_fields.eq((misc.func.as_value() == 3) | (misc.out_h == 0)
-                              | (misc.out_w == 0) | (misc.n_cb == 0)
+                bad_fields.eq((misc.out_h == 0) | (misc.out_w == 0) | (misc.n_cb == 0)
                               | (pooling & ~have_setup)),
             ]
         with m.Case(isa.Opcode.FRAME, isa.Opcode.SYNC, isa.Opcode.END):

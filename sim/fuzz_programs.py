@@ -234,6 +234,17 @@ class _Frames:
                  self.dma(Op.LOAD, Buf.PBUF, pa, pent)]
         return None, loads, [misc], [self.dma(Op.SAVE, Buf.OBUF, oa, ent)]
 
+    def lut_step(self):
+        n_cb, out_h, out_w = self.pick(1, 1, 2), self.r(1, 4), self.r(1, 4)
+        ent = n_cb * out_h * out_w
+        ia, oa = self.at(Buf.IBUF, ent), self.at(Buf.OBUF, ent)
+        pa = self.at(Buf.PBUF, isa.LUT_ENTRIES)
+        misc = isa.encode(Op.MISC, func=isa.MiscFunc.LUT, src_a=ia, obuf_addr=oa,
+                          pbuf_addr=pa, out_h=out_h, out_w=out_w, n_cb=n_cb)
+        loads = [self.dma(Op.LOAD, Buf.IBUF, ia, ent),
+                 self.dma(Op.LOAD, Buf.PBUF, pa, isa.LUT_ENTRIES)]
+        return None, loads, [misc], [self.dma(Op.SAVE, Buf.OBUF, oa, ent)]
+
     def frame(self, number, layer):
         """FRAME and one or two steps, their tokens consistent: the last LOAD of a step
         pushes L->C, its first compute word pops it, the last one pushes C->S for the SAVE;
@@ -242,7 +253,8 @@ class _Frames:
         previous = None
         for _ in range(self.pick(1, 1, 2)):
             setup, loads, compute, saves = self.pick(self.conv_step, self.conv_step,
-                                                     self.pool_step, self.add_step)()
+                                                     self.pool_step, self.add_step,
+                                                     self.lut_step)()
             loads[-1] = fw.with_flag(loads[-1], "push_next")
             compute[0] = fw.with_flag(compute[0], "pop_prev")
             compute[-1] = fw.with_flag(compute[-1], "push_next")

@@ -1,4 +1,4 @@
-"""COMPUTE unit: CONV on the PE array and MISC (pooling, element-wise add), in numpy.
+"""COMPUTE unit: CONV on the PE array and MISC (pooling, element-wise add, lookup), in numpy.
 
 Each instruction gathers its tile (padding with ``pad_value``) into an im2col-like array and
 reduces it with one float64 matmul: every sum of int8 x int8 products a CONV can encode
@@ -17,10 +17,13 @@ from vdla.regs import Fault
 from .iss_decode import TenantFault
 from .numerics import post, post_add, wrap32
 
-__all__ = ["execute_conv", "execute_misc", "conv_cycles", "misc_cycles"]
+__all__ = ["execute_conv", "execute_misc", "conv_cycles", "misc_cycles", "lut_table"]
 
 #: Pipeline fill/drain of the PE array and post-processing per instruction (cycle estimate).
 _PIPELINE = 8
+#: Cycles of a MISC LUT besides its CB lookups per entry, exactly as the RTL takes them
+#: (acceptance, sequencer, buffer read, MISC lanes, result queue, lookup stages, done).
+LUT_OVERHEAD = 24
 
 
 def _check(name, start, entries, depth):
@@ -102,12 +105,26 @@ def execute_conv(core, setup, f):
         abuf[...] = acc
 
 
+def lut_table(core, pbuf_addr):
+    """The int8 table of a MISC LUT: the :data:`isa.LUT_ENTRIES` PBUF entries from
+    ``pbuf_addr`` read as 256 bytes, ``table[i]`` byte ``i % 16`` of entry ``i // 16``."""
+    start = pbuf_addr * isa.POST_BYTES
+    return core.pbuf[start:start + isa.LUT_ENTRIES * isa.POST_BYTES].view(np.int8)
+
+
 def execute_misc(core, setup, f):
-    """One MISC (MAXPOOL / AVGPOOL with the frame's SETUP state, or ADD)."""
+    """One MISC (MAXPOOL / AVGPOOL with the frame's SETUP state, ADD or LUT)."""
     cb = core.cb
     n_cb, out_h, out_w = f["n_cb"], f["out_h"], f["out_w"]
     entries = n_cb * out_h * out_w
     _check("OBUF", f["obuf_addr"], entries, core.config.obuf_depth)
+    if f["func"] == isa.MiscFunc.LUT.value:
+        _check("PBUF", f["pbuf_addr"], isa.LUT_ENTRIES, core.config.pbuf_depth)
+        _check("IBUF", f["src_a"], entries, core.config.ibuf_depth)
+        a = _ibuf_tile(core, f["src_a"], n_cb, out_h, out_w)
+        table = lut_table(core, f["pbuf_addr"])
+        _write_obuf(core, f["obuf_addr"], table[a.astype(np.int64) + 128])
+        return
     _check("PBUF", f["pbuf_addr"], n_cb * cb, core.config.pbuf_depth)
     if f["func"] == isa.MiscFunc.ADD.value:
         _check("IBUF", f["src_a"], entries, core.config.ibuf_depth)
@@ -139,9 +156,12 @@ def conv_cycles(setup, f, config):
     return f["n_ob"] * f["out_h"] * f["out_w"] * per_pixel + _PIPELINE
 
 
-def misc_cycles(setup, f):
-    """One IBUF entry (CB lanes) per cycle: a window per output entry, or one entry for ADD."""
+def misc_cycles(setup, f, config):
+    """One IBUF entry (CB lanes) per cycle: a window per output entry, two entries for ADD;
+    LUT looks up one lane per cycle (``CB`` cycles an entry)."""
     entries = f["n_cb"] * f["out_h"] * f["out_w"]
     if f["func"] == isa.MiscFunc.ADD.value:
         return 2 * entries + _PIPELINE
+    if f["func"] == isa.MiscFunc.LUT.value:
+        return config.cb * entries + LUT_OVERHEAD
     return entries * setup["kh"] * setup["kw"] + _PIPELINE

@@ -31,6 +31,8 @@ POLICIES = {
     "load-first": (isa.Unit.LOAD, isa.Unit.SAVE, isa.Unit.COMPUTE),
     "compute-first": (isa.Unit.COMPUTE, isa.Unit.SAVE, isa.Unit.LOAD),
 }
+#: MISC functions that read the SETUP window (ADD and LUT do not).
+_POOLING = {isa.MiscFunc.MAXPOOL.value, isa.MiscFunc.AVGPOOL.value}
 #: Cycles a FRAME costs beyond its busiest unit (drain, token clear, dispatch refill).
 FRAME_OVERHEAD = 16
 
@@ -139,7 +141,7 @@ class Core:
             execute_conv(self, setup, f)
             return setup, conv_cycles(setup, f, self.config)
         execute_misc(self, setup, f)
-        return setup, misc_cycles(setup, f)
+        return setup, misc_cycles(setup, f, self.config)
 
     @staticmethod
     def check_frame(body):
@@ -154,7 +156,7 @@ class Core:
             if op == isa.Opcode.SETUP:
                 have_setup = True
             elif not have_setup and (op == isa.Opcode.CONV or (
-                    op == isa.Opcode.MISC and dec.fields["func"] != isa.MiscFunc.ADD.value)):
+                    op == isa.Opcode.MISC and dec.fields["func"] in _POOLING)):
                 raise TenantFault(Fault.ILLEGAL, f"{op.name} before a SETUP in its frame", pc)
             elif dec.unit == isa.Unit.CONTROL:
                 raise TenantFault(Fault.ILLEGAL, f"{op.name} inside a frame", pc)

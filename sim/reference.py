@@ -78,6 +78,8 @@ def run_layer(layer, tensors):
         return _dense(layer, x)
     if isinstance(layer, ir.Pool):
         return _pool(layer, x)
+    if isinstance(layer, ir.Lut):
+        return np.asarray(layer.table, np.int8)[np.asarray(x, np.int64) + 128]
     raise TypeError(f"unknown layer type {type(layer).__name__}")
 
 

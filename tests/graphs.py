@@ -249,7 +249,7 @@ class HandQDQ:
                                            axis=axis))
         return name + "_w"
 
-    def model(self, y, scale, zero_point, out_shape):
+    def model(self, y, scale, zero_point, out_shape, opset=13):
         out = self.dq(self.q(y, scale, zero_point))
         self.nodes.append(helper.make_node("Identity", [out], ["output"], name="out"))
         graph = helper.make_graph(
@@ -257,7 +257,7 @@ class HandQDQ:
             [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, *self.shape])],
             [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, *out_shape])],
             self.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
         model.ir_version = 8
         onnx.checker.check_model(model)
         return model

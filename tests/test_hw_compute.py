@@ -103,8 +103,9 @@ def golden(core, state, word):
         return Fault.NONE
     if dec.opcode not in (isa.Opcode.CONV, isa.Opcode.MISC):
         return Fault.ILLEGAL
-    pooling = dec.opcode == isa.Opcode.CONV or dec.fields["func"] != isa.MiscFunc.ADD.value
-    if pooling and state["setup"] is None:
+    windowed = dec.opcode == isa.Opcode.CONV or dec.fields["func"] in (
+        isa.MiscFunc.MAXPOOL.value, isa.MiscFunc.AVGPOOL.value)
+    if windowed and state["setup"] is None:
         return Fault.ILLEGAL
     try:
         run = execute_conv if dec.opcode == isa.Opcode.CONV else execute_misc
@@ -151,11 +152,16 @@ def run_program(config, core, program, max_cycles=20000):
     return dut, results
 
 
-def check_program(config, program, seed, max_cycles=20000):
+def check_program(config, program, seed, max_cycles=20000, prepare=None, faults=None):
     """Runs ``program`` on RTL and golden model from the same random buffers and compares the
-    faults and OBUF / ABUF after every instruction. Returns the RTL cycle counts."""
+    faults and OBUF / ABUF after every instruction. Returns the RTL cycle counts.
+
+    ``prepare(core)`` may change the random buffers first; ``faults``, a list, receives the
+    fault of every instruction."""
     rng = np.random.default_rng(seed)
     core = random_core(config, rng)
+    if prepare is not None:
+        prepare(core)
     dut, results = run_program(config, core, program, max_cycles)
     cb, state, cycles = config.cb, {"setup": None}, []
     for word, result in zip(program, results):
@@ -166,6 +172,8 @@ def check_program(config, program, seed, max_cycles=20000):
         expected = golden(core, state, word)
         desc = isa.decode(word)
         assert fault == expected, f"{desc.opcode}: fault {fault}, expected {expected}"
+        if faults is not None:
+            faults.append(Fault(fault))
         got_obuf = np.frombuffer(b"".join(v.to_bytes(cb, "little") for v in obuf), np.uint8)
         got_abuf = np.frombuffer(b"".join(v.to_bytes(4 * cb, "little") for v in abuf), np.int32)
         np.testing.assert_array_equal(got_obuf, core.obuf, err_msg=f"OBUF after {desc.opcode}")
@@ -266,7 +274,7 @@ def test_faults_have_no_effect():
         setup(n_icg=2, dw=1),                            # depthwise with n_icg != 1
         setup(kh=0),
         setup(kh=3, kw=3, n_icg=1),
-        isa.encode(isa.Opcode.MISC, func=3, out_h=1, out_w=1, n_cb=1),
+        misc(isa.MiscFunc.LUT, out_h=0),
         conv(out_w=0),
         misc(mp, n_cb=0),
         isa.encode(isa.Opcode.LOAD, length=1, rows=1, planes=1),

@@ -239,7 +239,7 @@ ILLEGAL_CASES = {
     "SETUP stride 0": E(Op.SETUP, kh=1, kw=1, stride=0, n_icg=1),
     "SETUP dw n_icg 2": E(Op.SETUP, kh=3, kw=3, stride=1, n_icg=2, dw=1),
     "CONV n_ob 0": E(Op.CONV, out_h=1, out_w=1, n_ob=0),
-    "MISC func 3": E(Op.MISC, func=3, out_h=1, out_w=1, n_cb=1),
+    "MISC LUT out_w 0": E(Op.MISC, func=isa.MiscFunc.LUT.value, out_h=1, out_w=0, n_cb=1),
     "MISC n_cb 0": E(Op.MISC, func=isa.MiscFunc.ADD.value, out_h=1, out_w=1, n_cb=0),
 }
 # A reserved bit set in an otherwise legal word of each opcode: its lowest and highest.

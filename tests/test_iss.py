@@ -390,7 +390,7 @@ SETUP_AT, CONV_AT, SAVE_AT = 4, 5, 6
 ILLEGAL_CASES = {
     "undefined opcode": _insert(1, 6),
     "opcode 0": _insert(1, 0),
-    "misc func 3": _insert(5, E(Op.MISC, func=3, out_h=1, out_w=1, n_cb=1)),
+    "misc lut n_cb 0": _insert(5, E(Op.MISC, func=isa.MiscFunc.LUT, out_h=1, out_w=1, n_cb=0)),
     "zero length": _set(1, dma(Op.LOAD, Buf.IBUF, 0, 0, 0)),
     "zero rows": _set(1, dma(Op.LOAD, Buf.IBUF, 0, 0, 1, rows=0)),
     "load pop_prev": _set(1, dma(Op.LOAD, Buf.IBUF, 0, 0, 1, deps=POP_PREV)),

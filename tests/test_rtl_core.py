@@ -46,7 +46,7 @@ LAYERS = [f"{kind}_{seed}" for kind in LAYER_KINDS for seed in range(5)] + ["con
 STALLED = ("graph:add_input", "graph:gemm_chain", "graph:maxpool_signed", "layer:depthwise_2",
            "layer:dense_chunked")
 FAULTS = ("illegal_opcode", "illegal_flags", "segment_output", "segment_load_extent",
-          "segment_save_high")
+          "segment_save_high", "buffer_lut_table")
 FAULT_SEG_BASE = 0x5008
 
 
@@ -143,6 +143,9 @@ def fault_case(name, tmp_path):
             "segment_load_extent": dma(Op.LOAD, Buf.IBUF, 0, 0x100, 4, planes=2,
                                        plane_stride=(seg_size - 0x100) // 8 - 3),
             "segment_save_high": dma(Op.SAVE, Buf.OBUF, 0, 2**32 - 8, 1),
+            # A lookup table reaching one entry past PBUF.
+            "buffer_lut_table": E(Op.MISC, func=isa.MiscFunc.LUT, out_h=1, out_w=2, n_cb=1,
+                                  pbuf_addr=CONFIG.pbuf_depth - isa.LUT_ENTRIES + 1),
         }[name]
         words = hand_program(bad, seg_size)
         segment = rng.integers(0, 256, seg_size, dtype=np.uint8)
@@ -266,7 +269,8 @@ def test_fault_matches_iss_and_stays_in_segment(name, batch):
     case = batch[f"fault:{name}"]
     run, dram, seg_size = case["run"], case["dram"], case["seg_size"]
     status, iss_dram = iss_raw(case["words"], seg_size, dram)
-    expected = Fault.ILLEGAL if name.startswith("illegal") else Fault.SEGMENT
+    expected = {"illegal": Fault.ILLEGAL, "segment": Fault.SEGMENT,
+                "buffer": Fault.BUFFER}[name.split("_")[0]]
     assert status["fault"] == expected, status
     assert run.status is not None and run.status["fault_valid"], run.describe()
     assert (run.status["fault"], run.status["fault_pc"]) == (expected, status["fault_pc"])

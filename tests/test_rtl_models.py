@@ -103,6 +103,26 @@ def _segment_mismatch(program, got, want):
     return lines
 
 
+def rtl_problems(spec, t, report):
+    """``(problems, segment)``: lines naming where tenant ``t`` of an RTL ``report`` differs
+    from the ISS running ``spec`` alone (every inference's outputs, then the whole segment
+    after the last), and the RTL's segment bytes."""
+    iss_outputs, iss_segment = iss_run(spec)
+    problems = []
+    for i, (out, want) in enumerate(zip(t["outputs"], iss_outputs)):
+        assert sorted(out) == sorted(want)
+        for output, values in out.items():
+            got = np.array(values, np.int8)
+            assert got.shape == want[output].shape, (output, got.shape)
+            if not np.array_equal(got, want[output]):
+                problems.append(f"inference {i}, " + _mismatch(output, got, want[output]))
+    base = spec.allocation.seg_base
+    segment = report["dram"][base:base + spec.reference.segment_size]
+    if not np.array_equal(segment, iss_segment):
+        problems += _segment_mismatch(spec.reference, segment, iss_segment)
+    return problems, segment
+
+
 def _mismatch(name, got, want):
     """One line describing where ``got`` differs from ``want`` (int8 (C, H, W))."""
     diff = got.astype(np.int16) - want.astype(np.int16)
@@ -124,19 +144,7 @@ def test_rtl_matches_iss(run, name):
     assert not t["faults"] and t["state"] == "finished", t
     assert t["completed"] == t["inferences"] == len(t["outputs"]) == INFERENCES, t
     assert [a["cores"] for a in t["allocations"]] == [cores]
-    iss_outputs, iss_segment = iss_run(spec)
-    problems = []
-    for i, (out, want) in enumerate(zip(t["outputs"], iss_outputs)):
-        assert sorted(out) == sorted(want)
-        for output, values in out.items():
-            got = np.array(values, np.int8)
-            assert got.shape == want[output].shape, (output, got.shape)
-            if not np.array_equal(got, want[output]):
-                problems.append(f"inference {i}, " + _mismatch(output, got, want[output]))
-    base = spec.allocation.seg_base
-    segment = report["dram"][base:base + spec.reference.segment_size]
-    if not np.array_equal(segment, iss_segment):
-        problems += _segment_mismatch(spec.reference, segment, iss_segment)
+    problems, segment = rtl_problems(spec, t, report)
     assert not problems, f"{name}: RTL differs from the ISS:\n" + "\n".join(problems)
     # The scenario runner's own check (against the layer reference) agrees.
     assert t["exact"] == t["compared"] == INFERENCES, t

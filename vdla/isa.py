@@ -31,7 +31,7 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data, enum
 
 __all__ = [
-    "ISA_VERSION", "WORD_BYTES", "INSN_BITS", "INSN_BYTES", "POST_BYTES",
+    "ISA_VERSION", "WORD_BYTES", "INSN_BITS", "INSN_BYTES", "POST_BYTES", "LUT_ENTRIES",
     "Opcode", "Buffer", "MiscFunc", "Unit", "Deps",
     "DmaFields", "SetupFields", "ConvFields", "MiscFields", "FrameFields", "SyncFields",
     "StreamFields", "Body", "Insn", "PostParams", "BODY_OF", "UNIT_OF",
@@ -39,12 +39,14 @@ __all__ = [
 ]
 
 #: Bumped whenever an encoding or a semantic rule below changes; part of every config hash.
-ISA_VERSION = 2
+ISA_VERSION = 3
 #: Bytes per DMA word (unit of LOAD/SAVE lengths and strides).
 WORD_BYTES = 8
 INSN_BITS = 128
 INSN_BYTES = INSN_BITS // 8
 POST_BYTES = 16
+#: Entries of one int8 lookup table of MISC LUT: 256 bytes in 16-byte PBUF entries.
+LUT_ENTRIES = 256 // POST_BYTES
 
 
 class Opcode(enum.Enum, shape=4):
@@ -70,10 +72,11 @@ class Buffer(enum.Enum, shape=2):
 
 
 class MiscFunc(enum.Enum, shape=2):
-    """Operation of a MISC instruction. Encoding 3 is illegal."""
+    """Operation of a MISC instruction."""
     MAXPOOL = 0
     AVGPOOL = 1
     ADD = 2
+    LUT = 3
 
 
 class Unit(enum.Enum, shape=2):
@@ -174,7 +177,7 @@ unchanged.
 
 
 class MiscFields(data.Struct):
-    """MISC: pooling and element-wise addition on IBUF tiles, results to OBUF.
+    """MISC: pooling, element-wise addition and table lookup on IBUF tiles, results to OBUF.
 
     MAXPOOL / AVGPOOL: input ``[n_cb][in_h][in_w]`` at ``src_a``, output ``[n_cb][out_h][out_w]``
     at ``obuf_addr``; the window (kernel, stride, ``pad_value``) comes from SETUP; ``acc`` is the
@@ -183,7 +186,14 @@ class MiscFields(data.Struct):
     ADD: for every entry ``e < n_cb*out_h*out_w`` of the tiles at ``src_a`` and ``src_b``
     (same layout as the output), OBUF receives ``post_add(A[e], B[e], PBUF[pbuf_addr + cb*CB +
     lane])`` with ``cb = e // (out_h*out_w)``.
-    ``src_b``, ``in_h``, ``in_w``, ``pad_top`` and ``pad_left`` are ignored by ADD.
+    LUT: for every entry ``e < n_cb*out_h*out_w`` of the tile at ``src_a`` (same layout as the
+    output) and every lane, OBUF entry ``obuf_addr + e`` receives ``table[A[e][lane] + 128]``,
+    where the 256-byte int8 ``table`` (one for the whole tile, every channel) fills the
+    :data:`LUT_ENTRIES` (16) PBUF entries from ``pbuf_addr``: ``table[i]`` is byte ``i % 16``
+    (byte 0 holding bits 7:0) of PBUF entry ``pbuf_addr + i // 16``. Those entries must lie
+    inside PBUF (else BUFFER fault), whatever ``n_cb``. It takes ``CB`` cycles per entry.
+    ``src_b``, ``in_h``, ``in_w``, ``pad_top`` and ``pad_left`` are ignored by ADD and LUT,
+    which need no SETUP.
     """
     func: MiscFunc
     src_a: unsigned(14)

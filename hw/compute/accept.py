@@ -6,7 +6,7 @@ beat. The products this needs (tile sizes, extents, address steps) go through on
 instead of one per product); the whole acceptance takes :data:`ACCEPT_CYCLES` cycles.
 """
 
-from amaranth.hdl import Const, Module, Signal
+from amaranth.hdl import Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -49,8 +49,8 @@ class Accept(wiring.Component):
         Pulse, :data:`ACCEPT_CYCLES` cycles after ``start``: ``fault`` and ``job`` are valid
         (``job`` stays valid until the next ``start``).
     fault : ``Out(regs.Fault)``
-        ILLEGAL (zero counts, CONV / pooling without SETUP, MISC func 3), BUFFER (an extent
-        outside its buffer) or NONE.
+        ILLEGAL (zero counts, CONV / pooling without SETUP), BUFFER (an extent outside its
+        buffer, a LUT's table included) or NONE.
     """
 
     def __init__(self, config):
@@ -80,6 +80,8 @@ class Accept(wiring.Component):
         is_conv = insn.opcode == isa.Opcode.CONV
         is_misc = insn.opcode == isa.Opcode.MISC
         is_add = misc.func == isa.MiscFunc.ADD
+        is_lut = misc.func == isa.MiscFunc.LUT
+        is_pool = ~is_add & ~is_lut
         with m.If(self.start):
             m.d.sync += [busy.eq(1), step.eq(0), job.pad_value.eq(setup.pad_value)]
             with m.If(is_conv):
@@ -98,22 +100,24 @@ class Accept(wiring.Component):
                 ]
             with m.Else():
                 m.d.sync += [
-                    illegal.eq(~is_misc | (misc.func.as_value() == 3) | (misc.out_h == 0)
-                               | (misc.out_w == 0) | (misc.n_cb == 0)
-                               | (~is_add & ~self.setup_valid)),
+                    illegal.eq(~is_misc | (misc.out_h == 0) | (misc.out_w == 0)
+                               | (misc.n_cb == 0) | (is_pool & ~self.setup_valid)),
                     job.func.eq(misc.func), job.dw.eq(1), job.ng.eq(1),
                     job.acc_init.eq(1), job.acc_final.eq(1),
                     job.n_blk.eq(misc.n_cb), job.out_h.eq(misc.out_h), job.out_w.eq(misc.out_w),
                     job.src_a.eq(misc.src_a), job.src_b.eq(misc.src_b),
                     job.pbuf_addr.eq(misc.pbuf_addr), job.obuf_addr.eq(misc.obuf_addr),
                 ]
-                with m.If(is_add):
-                    # A 1 x 2 window over an input the size of the output, never padded.
+                with m.If(is_add | is_lut):
+                    # A 1 x 2 (ADD) or 1 x 1 (LUT) window over an input the size of the
+                    # output, never padded.
                     m.d.sync += [
-                        job.kind.eq(Kind.ADD), job.in_h.eq(misc.out_h), job.in_w.eq(misc.out_w),
-                        job.kh.eq(1), job.kw.eq(2), job.stride.eq(1),
+                        job.kind.eq(Kind.LUT), job.in_h.eq(misc.out_h), job.in_w.eq(misc.out_w),
+                        job.kh.eq(1), job.kw.eq(Mux(is_add, 2, 1)), job.stride.eq(1),
                         job.pad_top.eq(0), job.pad_left.eq(0),
                     ]
+                    with m.If(is_add):
+                        m.d.sync += job.kind.eq(Kind.ADD)
                 with m.Else():
                     m.d.sync += [
                         job.kind.eq(Kind.POOL), job.in_h.eq(misc.in_h), job.in_w.eq(misc.in_w),
@@ -164,7 +168,8 @@ class Accept(wiring.Component):
                     | ((kind == Kind.ADD) & beyond(job.src_b, prod["ient"], cfg.ibuf_depth)))
         bad_wbuf = (kind == Kind.CONV) & beyond(job.wbuf_addr, prod["went"], cfg.wbuf_depth)
         bad_obuf = beyond(job.obuf_addr, prod["oent"], cfg.obuf_depth)
-        bad_pbuf = job.acc_final & beyond(job.pbuf_addr, prod["pent"], cfg.pbuf_depth)
+        bad_pbuf = Mux(kind == Kind.LUT, beyond(job.pbuf_addr, isa.LUT_ENTRIES, cfg.pbuf_depth),
+                       job.acc_final & beyond(job.pbuf_addr, prod["pent"], cfg.pbuf_depth))
 
         m.d.sync += self.done.eq(0)
         with m.If(busy & (step == len(_STEPS) + 1)):

@@ -23,6 +23,7 @@ class Kind(enum.Enum, shape=2):
     CONV = 0    #: PE array, then ABUF or post-processing
     POOL = 1    #: MISC MAXPOOL / AVGPOOL: window max / sum per lane
     ADD = 2     #: MISC ADD: an entry of A then the same entry of B
+    LUT = 3     #: MISC LUT: an entry per beat, its lanes looked up in the PBUF table
 
 
 class Job(data.Struct):
@@ -31,7 +32,8 @@ class Job(data.Struct):
     ``for blk, oy, ox, p, ky, kx, g`` over ``n_blk x out_h x out_w x passes x kh x kw x ng``.
 
     Pooling is a depthwise window without weights; ADD is a ``1 x 2`` window over an input of
-    the output's size whose second column reads ``src_b`` instead (no padding).
+    the output's size whose second column reads ``src_b`` instead (no padding); LUT a ``1 x 1``
+    window over an input of the output's size.
     """
     kind: Kind
     func: isa.MiscFunc

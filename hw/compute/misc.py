@@ -2,7 +2,8 @@
 
 All ``CB`` lanes of one IBUF entry per cycle. A window is a run of beats from ``first`` to
 ``last``: MAXPOOL keeps the running maximum, AVGPOOL the running int32 sum (at most 255 x 255
-int8 values, so it never wraps). ADD runs windows of two beats, A then B, and emits the pair.
+int8 values, so it never wraps). ADD runs windows of two beats, A then B, and emits the pair;
+LUT windows of one beat (the entry, looked up after the result queue by :mod:`.lut`).
 Results of ``CB`` lanes are then cut into ``CB/OCP`` beats of ``OCP`` lanes, the width of the
 post-processing shared with CONV (:class:`LaneSplitter`).
 """
@@ -37,9 +38,12 @@ class MiscLanes(wiring.Component):
     sink : ``In(stream.Signature(..., always_ready=True))``
         ``{x: CB x int8 (pad value already substituted), first, last, tag: Tag}``.
     source : ``Out(stream.Signature(lanes_layout(CB), always_ready=True))``
-        One result per ``last`` beat, two cycles after it (never held back, like the PE
-        array's).
+        One result per ``last`` beat, :attr:`latency` cycles after it (never held back, like
+        the PE array's).
     """
+
+    #: Register stages from the sink to the source.
+    latency = 2
 
     def __init__(self, config):
         self._cb = config.cb

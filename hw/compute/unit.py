@@ -6,6 +6,7 @@ Dataflow of an accepted CONV / MISC (one beat per cycle, in order, no instructio
         CONV -> PEArray -> ABUF                                                (partial sums)
                         -> result queue -> ParamCache -> PostProcess -> OBUF   (acc_final)
         MISC -> MiscLanes -> result queue -> LaneSplitter -> ParamCache -> PostProcess -> OBUF
+                                          -> LutLookup (PBUF table) -> OBUF     (MISC LUT)
 
 Only the sequencer can wait (``adv``, a flip-flop): it issues a beat while the result queue
 is sure to have room for every result issued, and everything after it runs without stalls
@@ -25,6 +26,7 @@ from vdla.regs import Fault
 from ..buffers import compute_port_signatures
 from .accept import ACCEPT_CYCLES, Accept
 from .layouts import Kind, Tag
+from .lut import LutLookup
 from .misc import LaneSplitter, MiscLanes
 from .multiplier import check_multipliers
 from .params import ParamCache
@@ -112,6 +114,15 @@ class ComputeUnit(wiring.Component):
         cycles = ACCEPT_CYCLES + 4 - 1 + pe_latency(config) + 1
         return cycles + (_QUEUE_CYCLES + PostProcess.latency if post else 0)
 
+    @staticmethod
+    def lut_cycles(config, entries):
+        """Cycles of a MISC LUT of ``entries`` IBUF entries, from taking it to ``done``: ``CB``
+        lookups per entry, and what a CONV adds around its beats with the MISC lanes (two
+        stages) in place of the PE array and the lookup stages in place of
+        post-processing. The result queue is never empty once it has its first entry."""
+        cycles = ACCEPT_CYCLES + 4 - 1 + MiscLanes.latency + 1 + _QUEUE_CYCLES
+        return cycles + LutLookup.latency + config.cb * entries
+
     def elaborate(self, platform):
         m = Module()
         config = self._config
@@ -124,9 +135,11 @@ class ComputeUnit(wiring.Component):
         m.submodules.lane_splitter = split = LaneSplitter(config)
         m.submodules.params = params = ParamCache(config)
         m.submodules.post = post = PostProcess(config, ocp, self._post_multipliers)
+        m.submodules.lut = lut = LutLookup(config)
 
         job = accept.job
         conv = job.kind == Kind.CONV
+        is_lut = job.kind == Kind.LUT
         setup = Signal(isa.SetupFields)
         setup_valid = Signal()
         m.d.comb += [accept.insn.eq(self.cmd.payload), accept.setup.eq(setup),
@@ -178,11 +191,16 @@ class ComputeUnit(wiring.Component):
         m.d.sync += params_start.eq(accept.start)
         m.d.comb += [
             seq.start.eq(start), seq.job.eq(job),
-            params.start.eq(params_start), params.load.eq(job.acc_final),
+            params.start.eq(params_start), params.load.eq(job.acc_final & ~is_lut),
             params.n_blk.eq(job.n_blk), params.pbuf_addr.eq(job.pbuf_addr),
-            lanes.func.eq(job.func),
+            lanes.func.eq(job.func), lut.pbuf_addr.eq(job.pbuf_addr),
         ]
-        wiring.connect(m, wiring.flipped(self.pbuf_read), params.pbuf)
+        # PBUF serves the parameter cache, or a LUT's lookups (the cache loads nothing then).
+        m.d.comb += lut.pbuf.data.eq(self.pbuf_read.data)
+        with m.If(is_lut):
+            m.d.comb += [self.pbuf_read.addr.eq(lut.pbuf.addr), self.pbuf_read.en.eq(lut.pbuf.en)]
+        with m.Else():
+            wiring.connect(m, wiring.flipped(self.pbuf_read), params.pbuf)
 
         # Buffer reads. Only the sequencer moves with ``adv``; a beat it issues goes through
         # the read (stage C), its data (stage D, registered straight out of the block RAMs,
@@ -263,6 +281,16 @@ class ComputeUnit(wiring.Component):
                 params.sink.payload.tag.eq(entry.tag),
                 results.r_en.eq(params.sink.ready),
             ]
+        with m.Elif(is_lut):
+            m.d.comb += [
+                written.v.lanes.b.eq(lanes.source.payload.b),
+                written.tag.eq(lanes.source.payload.tag),
+                results.w_en.eq(lanes.source.valid),
+                lut.sink.valid.eq(results.r_rdy),
+                lut.sink.payload.x.eq(entry.v.lanes.b),
+                lut.sink.payload.tag.eq(entry.tag),
+                results.r_en.eq(lut.sink.ready),
+            ]
         with m.Else():
             m.d.comb += [
                 written.v.lanes.b.eq(lanes.source.payload.b),
@@ -290,14 +318,19 @@ class ComputeUnit(wiring.Component):
 
         post_tag = Tag(post.source.payload.tag[:_TAG_BITS])
         abuf_write = pe.source.valid & to_abuf
+        with m.If(is_lut):
+            wiring.connect(m, wiring.flipped(self.obuf_write), lut.obuf)
+        with m.Else():
+            m.d.comb += [
+                self.obuf_write.addr.eq(post_tag.addr),
+                self.obuf_write.data.eq(Cat(*[post.source.payload.y.as_value()] * passes)),
+                self.obuf_write.en.eq(lane_mask(post_tag.p, post.source.valid)),
+            ]
         m.d.comb += [
-            self.obuf_write.addr.eq(post_tag.addr),
-            self.obuf_write.data.eq(Cat(*[post.source.payload.y.as_value()] * passes)),
-            self.obuf_write.en.eq(lane_mask(post_tag.p, post.source.valid)),
             self.abuf_write.addr.eq(pe_tag.addr),
             self.abuf_write.data.eq(Cat(*[pe.source.payload.acc.as_value()] * passes)),
             self.abuf_write.en.eq(lane_mask(pe_tag.p, abuf_write)),
             final_write.eq((post.source.valid & post_tag.final)
-                           | (abuf_write & pe_tag.final)),
+                           | (abuf_write & pe_tag.final) | lut.final),
         ]
         return m

@@ -1,0 +1,59 @@
+"""Lookup-table activations on the Verilator-simulated accelerator, bit for bit against the
+instruction-set simulator.
+
+tests/test_lut_activation.py checks the models against ONNX Runtime on the ISS. Here two of them
+share the ``small`` accelerator in one simulator launch, as in tests/test_rtl_models.py (whose
+checks these reuse): the EfficientNet-like block (SiLU) on two cores and the MobileNetV3-like
+block (HardSwish, HardSigmoid) on one, two inferences each. Every output and the tenant's whole
+DRAM segment after its last inference must equal the ISS's. The accelerator is the one the
+other RTL tests build (cached under build/rtl).
+"""
+
+import numpy as np
+import pytest
+
+from graphs import sample_input
+from test_concat import _qdq
+from test_lut_activation import efficientnet_block, mobilenetv3_block
+from test_rtl_models import INFERENCES, quiet, rtl_problems
+from vdla.sim.rtl_scenario import run_scenario_rtl
+from vdla.sim.scenario_file import load_scenario
+
+pytestmark = pytest.mark.rtl
+
+#: tenant name -> (builder, cores)
+TENANTS = {"efficientnet": (efficientnet_block, 2), "mobilenetv3": (mobilenetv3_block, 1)}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """``(scenario, RTL report)`` of the two tenants running together."""
+    d = tmp_path_factory.mktemp("rtl_lut")
+    text = 'config = "small"\n'
+    for name, (builder, cores) in TENANTS.items():
+        model = builder()
+        sub = d / name
+        sub.mkdir()
+        path = _qdq(model, sub)
+        np.save(d / f"{name}_x.npy", sample_input(model, seed=9, count=INFERENCES))
+        text += (f'\n[[tenant]]\nname = "{name}"\nmodel = "{path}"\ncores = {cores}\n'
+                 f'inferences = {INFERENCES}\ninputs = "{d / f"{name}_x.npy"}"\n')
+    (d / "luts.toml").write_text(text)
+    scenario = load_scenario(d / "luts.toml")
+    report = run_scenario_rtl(scenario, log=quiet, keep_outputs=True, dram_dump=True)
+    return scenario, report
+
+
+@pytest.mark.parametrize("name", list(TENANTS))
+def test_rtl_matches_iss(run, name):
+    scenario, report = run
+    spec = next(s for s in scenario.tenants if s.name == name)
+    t = next(t for t in report["tenants"] if t["name"] == name)
+    assert any(layer.kind == "lut" for layer in spec.reference.layers)
+    assert not t["faults"] and t["state"] == "finished", t
+    assert t["completed"] == t["inferences"] == len(t["outputs"]) == INFERENCES, t
+    problems, segment = rtl_problems(spec, t, report)
+    assert not problems, f"{name}: RTL differs from the ISS:\n" + "\n".join(problems)
+    assert t["exact"] == t["compared"] == INFERENCES, t
+    print(f"{name} ({TENANTS[name][1]} cores): {INFERENCES} inferences and the "
+          f"{len(segment)}-byte segment exact, latency {t['latency_cycles']} cycles")
