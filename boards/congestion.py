@@ -28,6 +28,10 @@ _GAIN = 0.05
 _FLOOR = 2000
 #: No verdict before this many iterations: the first ones remove most conflicts.
 _FIRST = 8
+#: A run whose fewest overused wires lie this many times ``patience`` iterations back, and
+#: which now has twice as many, has turned away from a routing (router2's congestion costs
+#: keep growing): it climbs back only rarely.
+_DIVERGE = 5
 
 _ITERATION = re.compile(r"\biter=(\d+) wires=\d+ overused=(\d+)")
 
@@ -39,16 +43,23 @@ def router_progress(log_text):
 
 def stalled(progress, patience=PATIENCE):
     """The reason to stop a router2 run whose ``progress`` (:func:`router_progress`) shows it
-    will not finish, else ``None``: after :data:`_FIRST` iterations, the last ``patience``
-    removed less than 5% of the overused wires left before them, and more than
-    :data:`_FLOOR` remain. ``patience`` 0 never stops."""
+    will not finish, else ``None``. After :data:`_FIRST` iterations it has *stalled* when the
+    last ``patience`` removed less than 5% of the overused wires left before them and more
+    than :data:`_FLOOR` remain, and it *diverges* when its fewest overused wires are
+    ``_DIVERGE * patience`` iterations old and it now has twice as many (however few).
+    ``patience`` 0 never stops."""
     if not patience or len(progress) < max(_FIRST, patience + 1):
         return None
+    best_iteration, best = min(progress, key=lambda step: (step[1], step[0]))
+    iteration, now = progress[-1]
+    if iteration - best_iteration >= _DIVERGE * patience and now >= 2 * best:
+        return (f"router2 diverging: {now} wires overused after {iteration} iterations, "
+                f"{best} at iteration {best_iteration}")
     before = min(n for _, n in progress[:-patience])
     recent = min(n for _, n in progress[-patience:])
     if recent < _FLOOR or recent < (1 - _GAIN) * before:
         return None
-    return (f"router2 stalled: {recent} wires still overused after {progress[-1][0]} "
+    return (f"router2 stalled: {recent} wires still overused after {iteration} "
             f"iterations ({before} {patience} iterations earlier)")
 
 

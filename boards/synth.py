@@ -68,7 +68,7 @@ class FitError(ToolError):
 
 
 class RouteError(ToolError):
-    """No placement could be routed: router2 stalled on every seed."""
+    """No placement could be routed: router2 stalled or diverged on every seed."""
 
 
 def get_board(name):
@@ -110,8 +110,9 @@ def build(board, config, out, *, freq=None, seeds=(1,), ram_bytes=None, memory=N
     written as ``report.json`` and ``report.md``). ``memory`` is where the DRAM is (one of
     :data:`~.board.MEMORIES`; default the board's). With ``check``, the synthesized netlist
     runs the digits CNN against the golden model first (:mod:`.netlist_check`; on-chip RAM
-    only). A seed whose routing stops converging for ``patience`` router2 iterations is
-    given up (:func:`.congestion.stalled`; 0 waits for ever).
+    only). A seed whose routing stops converging for ``patience`` router2 iterations, or
+    turns away from its best for five times as many, is given up
+    (:func:`.congestion.stalled`; 0 waits for ever).
 
     Raises :class:`TimingError` after writing both when the best seed misses the clock,
     :class:`FitError` when the design does not fit, :class:`~.toolflow.ToolError` when a
@@ -383,8 +384,9 @@ def main(argv=None):
                              "(default: the board's)")
     parser.add_argument("--out", default=None, help="output folder (default build/synth/BOARD)")
     parser.add_argument("--patience", type=int, default=PATIENCE,
-                        help="router2 iterations without 5%% fewer overused wires before a "
-                             f"seed is given up (default {PATIENCE}; 0: never)")
+                        help="router2 iterations without 5%% fewer overused wires (or 5x "
+                             "as many past its fewest, now doubled) before a seed is given "
+                             f"up (default {PATIENCE}; 0: never)")
     parser.add_argument("--no-check", action="store_true",
                         help="skip simulating the synthesized netlist against the golden model")
     args = parser.parse_args(argv)

@@ -38,6 +38,25 @@ def test_a_run_that_stalls_is_stopped():
     assert stalled(router_progress(_log(TWO_CORES + [20300])), patience=0) is None
 
 
+#: ulx3s-2x8 with both PE arrays on the carry chain: down to 140 overused wires, then back up.
+TURNED = [75322, 47680, 32342, 22230, 16332, 11978, 9469, 7256, 5623, 4497, 3669, 3225, 2737,
+          2099, 1732, 1500, 1345, 1112, 958, 821, 722, 640, 603, 525, 433, 452, 426, 389, 328,
+          314, 262, 223, 218, 230, 212, 209, 212, 200, 184, 164, 176, 161, 165, 155, 161, 151,
+          140, 146, 172, 154, 161, 155, 153, 149, 164, 168, 196, 232, 232, 259, 268, 323, 333,
+          352, 405, 443, 476, 562]
+
+
+def test_a_run_that_turns_away_is_stopped():
+    """Stopped once its best (140, iteration 47) is 20 iterations old and it has doubled;
+    not while it still hovers near that best."""
+    stops = [k for k in range(1, len(TURNED) + 1)
+             if stalled(router_progress(_log(TURNED[:k])))]
+    assert stops and stops[0] == 67
+    reason = stalled(router_progress(_log(TURNED[:67])))
+    assert "diverging: 476 wires overused after 67 iterations, 140 at iteration 47" in reason
+    assert stalled(router_progress(_log(TURNED)), patience=0) is None
+
+
 def test_the_last_few_hundred_conflicts_are_left_to_finish():
     slow_tail = [9000, 5000, 3000, 1500, 900, 700, 600, 590, 585, 580, 579, 578, 577]
     assert stalled(router_progress(_log(slow_tail))) is None
