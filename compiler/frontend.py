@@ -6,15 +6,17 @@ as the end of one IR layer and walks its input back through the float operators 
 DequantizeLinear nodes of the layer's int8 operands::
 
     DQ(x) --> main op --> [BatchNormalization, Add/Sub/Mul/Div by a constant]* --> [Relu, Clip]* --> Q
-              (Conv, Gemm, MatMul, Add of two activations, MaxPool, AveragePool, Global*Pool)
+              (Conv, Gemm, MatMul, Add of two activations, MaxPool, AveragePool, Global*Pool,
+               ReduceMean over H and W)
 
 Identity, Dropout and reshapes (Flatten, Reshape, Squeeze, Unsqueeze) may appear anywhere on
 the way. A chain that only a table computes (Sigmoid, SiLU, ...) is one lookup layer instead
-(:mod:`.onnx_lut`). The affine operators are folded into the per-channel requantization, the clamps into
-its ``lo``/``hi``. A segment without a main op (``DQ -> Relu -> Q`` with new parameters, or a
-bare scale change) becomes a requantizing 1x1 max pooling, or a depthwise 1x1 convolution when
-it scales or shifts channels; one that changes nothing (a reshape between two identical
-quantizations) only gives the int8 tensor a second ONNX shape (a *view*).
+(:mod:`.onnx_lut`); a constant Pad is folded into its consumers' pads or copied
+(:mod:`.onnx_pad`). The affine operators are folded into the per-channel requantization, the
+clamps into its ``lo``/``hi``. A segment without a main op (``DQ -> Relu -> Q`` with new
+parameters, or a bare scale change) becomes a requantizing 1x1 max pooling, or a depthwise 1x1
+convolution when it scales or shifts channels; one that changes nothing (a reshape between two
+identical quantizations) only gives the int8 tensor a second ONNX shape (a *view*).
 
 Each IR input tensor carries its ONNX input's name, each output tensor its ONNX output's name
 (a model may have several of each), with the quantization of the QuantizeLinear after the
@@ -38,6 +40,7 @@ from .onnx_host import (find_tails, host_only_refusal, input_relayout, ir_shape_
 from .onnx_lower import Affine, Out
 from .onnx_lut import add_lookup, needs_table
 from .onnx_main import MAIN_OPS, parse_main, requant_layer
+from .onnx_pad import add_pad
 from .quant import clamp_range
 
 __all__ = ["load_model"]
@@ -87,6 +90,7 @@ class _Frontend:
         self._resolved = {}         # output name -> resolve_tail() of its tail
         self.concats = {}           # concatenation tensor -> [part tensors]
         self.retargeted = set()     # tensors quantized at their Concat's output parameters
+        self.pad_folds = {}         # Pad output -> onnx_pad.Fold (its pads go to the consumer)
 
     # -- driver ------------------------------------------------------------------------------
     def run(self, name):
@@ -282,9 +286,13 @@ class _Frontend:
                                  f"(only flattening to (1, N))")
 
     def _segment(self, q):
-        concat = self._concat_before(q)
+        concat = self.quantized_node(q, "Concat")
         if concat is not None:
             self._concat(q, concat)
+            return
+        pad = self.quantized_node(q, "Pad")
+        if pad is not None:
+            add_pad(self, q, pad)
             return
         lookup = needs_table(self, q)
         if lookup is not None:
@@ -341,13 +349,14 @@ class _Frontend:
         self.layers.append(layer)
 
     # -- Concat: parts written in place ----------------------------------------------------------
-    def _concat_before(self, q):
-        """The Concat whose output ``q`` quantizes (through Identity / Dropout), or None."""
+    def quantized_node(self, q, op_type):
+        """The ``op_type`` node whose output ``q`` quantizes (through Identity / Dropout), or
+        None."""
         node = self.g.producer.get(q.input[0])
         while node is not None and node.op_type in PASS_THROUGH:
             self.pass_through(node)
             node = self.g.producer.get(node.input[0])
-        return node if node is not None and node.op_type == "Concat" else None
+        return node if node is not None and node.op_type == op_type else None
 
     def _sole_user(self, name, op_type):
         """The one node consuming ``name`` if it is an ``op_type`` and ``name`` is no model

@@ -26,7 +26,8 @@ SUPPORTED_OPS = PASS_THROUGH | RESHAPES | {
     "QuantizeLinear", "DequantizeLinear", "Constant",
     "Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div",
     "Relu", "Clip", "BatchNormalization",
-    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Concat",
+    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "Concat",
+    "Pad",
     # Element-wise activations, as lookup tables (vdla.compiler.onnx_lut).
     "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu", "PRelu",
     # Only at the model's edges, done by the host (vdla.compiler.onnx_host).

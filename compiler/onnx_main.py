@@ -1,8 +1,9 @@
 """The main operator of a front-end segment: attribute checks, shapes, and IR layer creation.
 
-:func:`parse_main` reads one Conv / Gemm / MatMul / Add / pooling node (everything that can be
-checked before the output quantization is known) and returns a :class:`Main` whose ``lower``
-builds the IR layer once the folded affine map and the output quantization are known.
+:func:`parse_main` reads one Conv / Gemm / MatMul / Add / pooling / ReduceMean node (everything
+that can be checked before the output quantization is known) and returns a :class:`Main` whose
+``lower`` builds the IR layer once the folded affine map and the output quantization are known.
+A Conv or pooling takes the pads of a Pad folded in front of it (:mod:`.onnx_pad`).
 """
 
 import dataclasses
@@ -11,11 +12,12 @@ import numpy as np
 
 from . import ir
 from .onnx_lower import AFFINE_WEIGHT, add, linear, pool
+from .onnx_pad import folded_pads
 
 __all__ = ["MAIN_OPS", "Main", "parse_main", "requant_layer"]
 
 MAIN_OPS = {"Conv", "Gemm", "MatMul", "Add", "MaxPool", "AveragePool", "GlobalAveragePool",
-            "GlobalMaxPool"}
+            "GlobalMaxPool", "ReduceMean"}
 #: Convolution limits of the PE array's window generator.
 CONV_KERNELS = range(1, 8)
 CONV_STRIDES = (1, 2)
@@ -166,8 +168,11 @@ def _conv(front, node):
     if group != 1 and not (group == c == k and cg == 1):
         raise g.unsupported(node, f"group={group} is not supported (1, or depthwise with group "
                             f"== input channels == output channels)")
-    pads = _pads(front, node, attrs, x.shape[1:], (kh, kw), stride)
-    oh, ow = _out_hw(front, node, x.shape[1:], (kh, kw), stride, pads)
+    extra = folded_pads(front, node, x.zero_point)
+    in_hw = _padded_hw(x.shape[1:], extra)
+    pads = _pads(front, node, attrs, in_hw, (kh, kw), stride)
+    oh, ow = _out_hw(front, node, in_hw, (kh, kw), stride, pads)
+    pads = _with_folded(front, node, pads, extra, (kh, kw))
     w_scale = wq.channel_scale(0, g.name(node), node.op_type)
     bias_name = node.input[2] if len(node.input) > 2 else ""
     bias_real, bias_units = _bias(front, node, bias_name, k, x.scale * w_scale)
@@ -245,14 +250,51 @@ def _pool(front, node):
     kernel = tuple(_ints(front, node, attrs, "kernel_shape", []))
     _no_dilation(front, node, attrs)
     stride = _stride(front, node, attrs)
-    pads = _pads(front, node, attrs, x.shape[1:], kernel, stride)
-    oh, ow = _out_hw(front, node, x.shape[1:], kernel, stride, pads)
-    if attrs.get("ceil_mode", 0) and \
-            _out_hw(front, node, x.shape[1:], kernel, stride, pads, ceil=True) != (oh, ow):
-        raise g.unsupported(node, "ceil_mode=1 changes the output size; not supported")
+    extra = folded_pads(front, node, -128 if mode == "max" else x.zero_point)
+    in_hw = _padded_hw(x.shape[1:], extra)
+    pads = _pads(front, node, attrs, in_hw, kernel, stride)
+    oh, ow = _out_hw(front, node, in_hw, kernel, stride, pads)
+    if attrs.get("ceil_mode", 0):
+        ceil_hw = _ceil_hw(in_hw, kernel, stride, pads)
+        if ceil_hw != (oh, ow) and mode == "avg":
+            raise g.unsupported(node, "ceil_mode=1 changes the output size; not supported for "
+                                "AveragePool (its divisor leaves out the positions past the "
+                                "padded input, the hardware's does not)")
+        # A window running past the padded input sees only -128 there: pad the bottom / right
+        # further so the floor formula gives the ceil size.
+        pads = (*pads[:2], *(max(hi, (n - 1) * stride + k - size - lo) for hi, n, k, size, lo
+                             in zip(pads[2:], ceil_hw, kernel, in_hw, pads[:2])))
+        oh, ow = ceil_hw
     if mode == "avg" and not attrs.get("count_include_pad", 0) and any(pads):
         raise g.unsupported(node, "count_include_pad=0 with nonzero pads is not supported")
+    pads = _with_folded(front, node, pads, extra, kernel)
     return _pool_main(front, node, view, x, mode, kernel, stride, pads, (oh, ow))
+
+
+def _with_folded(front, node, pads, extra, kernel):
+    """``pads`` plus a folded Pad's ``extra``; each side must stay below the kernel (a window
+    entirely in the padding is not tiled)."""
+    total = tuple(int(a + b) for a, b in zip(pads, extra))
+    if any(extra) and max(total) >= min(kernel):
+        raise front.g.unsupported(node, f"pads {tuple(pads)} plus those of the Pad before it "
+                                  f"{tuple(extra)} reach the kernel {tuple(kernel)}; not "
+                                  f"supported")
+    return total
+
+
+def _padded_hw(hw, extra):
+    """``(H, W)`` of ``hw`` with a folded Pad's ``(top, left, bottom, right)`` added."""
+    return hw[0] + extra[0] + extra[2], hw[1] + extra[1] + extra[3]
+
+
+def _ceil_hw(in_hw, kernel, stride, pads):
+    """Output size with ``ceil_mode`` = 1 as ONNX Runtime computes it: a last window that
+    would start in the bottom / right padding is dropped."""
+    sizes = []
+    for size, k, lo, hi in zip(in_hw, kernel, pads[:2], pads[2:]):
+        n = -(-(size + lo + hi - k) // stride) + 1
+        sizes.append(n - 1 if (n - 1) * stride >= size + lo else n)
+    return tuple(sizes)
 
 
 def _global_pool(front, node):
@@ -260,6 +302,27 @@ def _global_pool(front, node):
     view, x = _spatial_input(front, node)
     mode = "max" if node.op_type == "GlobalMaxPool" else "avg"
     return _pool_main(front, node, view, x, mode, tuple(x.shape[1:]), 1, (0, 0, 0, 0), (1, 1))
+
+
+def _reduce_mean(front, node):
+    """ReduceMean over H and W of a (1, C, H, W) activation: a global average pooling."""
+    g = front.g
+    g.check_attrs(node, {"axes", "keepdims", "noop_with_empty_axes"})
+    attrs = g.attrs(node)
+    axes = attrs.get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        axes = g.const(node.input[1])       # opset 18: axes as an input
+        if axes is None:
+            raise g.unsupported(node, "axes are not a constant")
+    view, x = _spatial_input(front, node)
+    axes = None if axes is None else sorted(int(a) % 4 for a in np.ravel(axes))
+    if axes != [2, 3]:
+        raise g.unsupported(node, f"axes={axes} are not supported (only the spatial axes "
+                            f"[2, 3] of a (1, C, H, W) tensor)")
+    main = _pool_main(front, node, view, x, "avg", tuple(x.shape[1:]), 1, (0, 0, 0, 0), (1, 1))
+    if not attrs.get("keepdims", 1):
+        main.shape = (1, x.shape[0])            # the same bytes, seen as (N, C)
+    return main
 
 
 def _pool_main(front, node, view, x, mode, kernel, stride, pads, out_hw):
@@ -276,7 +339,7 @@ def _pool_main(front, node, view, x, mode, kernel, stride, pads, out_hw):
 
 _PARSERS = {"Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "Add": _add, "MaxPool": _pool,
             "AveragePool": _pool, "GlobalAveragePool": _global_pool,
-            "GlobalMaxPool": _global_pool}
+            "GlobalMaxPool": _global_pool, "ReduceMean": _reduce_mean}
 
 
 def requant_layer(name, op_type, x, out_name, affine, out):
