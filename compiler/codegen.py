@@ -8,7 +8,8 @@ Buffer use inside a frame (entries of each buffer, halves alternate by the parit
 * mode B (output-stationary): PBUF from 0 for the frame; IBUF halves by input chunk, WBUF
   halves by step, OBUF holds every output chunk of the frame at its own place.
 * Add: IBUF halves by chunk (operand A then B), OBUF halves by chunk, PBUF for the frame;
-  a lookup the same with one operand, its table at PBUF 0.
+  a lookup the same with one operand, its table at PBUF 0; an upsampling likewise
+  (:mod:`.upsample`).
 
 A buffer whose frame uses only one unit of it is used whole.
 """
@@ -21,6 +22,7 @@ from . import tiling
 from .errors import CompileError
 from .dma import dma_fields
 from .frames import Step
+from .upsample import resize_frames
 
 __all__ = ["LayerAddrs", "layer_frames"]
 
@@ -198,6 +200,8 @@ def layer_frames(layer, graph, cfg, addrs):
                                           f"{graph.tensors[name].shape} to shape {shape}")
         plan = tiling.plan_add(layer.name, shape, cfg)
         return plan, _frames_add(cfg, plan, addrs)
+    if layer.kind == "resize":
+        return resize_frames(layer, graph, cfg, addrs)
     if layer.kind == "lut":
         plan = tiling.plan_add(layer.name, graph.tensors[layer.output].shape, cfg, lut=True)
         return plan, _frames_add(cfg, plan, addrs, lut=True)

@@ -11,6 +11,8 @@ All integers are already in the hardware's domain, so the layer reference
   corrections (e.g. ``bias_onnx - zp_x * sum(w)``);
 * :class:`Requant` mirrors :class:`vdla.isa.PostParams` field for field;
 * a lookup layer (:class:`Lut`) holds the int8 output of each of the 256 int8 inputs;
+* a nearest-neighbour upsampling (:class:`Resize`) is a lookup of the input pixel
+  ``(y // factor, x // factor)`` for output pixel ``(y, x)``;
 * a channel concatenation is no layer: ``Graph.concats`` names its parts, tensors of one
   scale and zero point that their producers write straight into channel offsets of it.
 """
@@ -19,7 +21,7 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["Tensor", "Requant", "Conv", "Dense", "Pool", "Add", "Lut", "Graph", "LAYER_KINDS"]
+__all__ = ["Tensor", "Requant", "Conv", "Dense", "Pool", "Add", "Lut", "Resize", "Graph", "LAYER_KINDS"]
 
 
 @dataclasses.dataclass
@@ -130,7 +132,20 @@ class Lut:
     kind = "lut"
 
 
-LAYER_KINDS = (Conv, Dense, Pool, Add, Lut)
+@dataclasses.dataclass
+class Resize:
+    """Nearest-neighbour upsampling by an integer ``factor`` in H and W, each value through
+    ``table`` (its requantization): ``y[c, i, j] = table[x[c, i // factor, j // factor] + 128]``.
+    """
+    name: str
+    input: str
+    output: str
+    factor: int
+    table: np.ndarray       # int8 (256,)
+    kind = "resize"
+
+
+LAYER_KINDS = (Conv, Dense, Pool, Add, Lut, Resize)
 
 
 def _inputs(layer):

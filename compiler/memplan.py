@@ -64,7 +64,7 @@ def tensor_bytes(shape, cb):
 def _weight_size(layer, graph, cb):
     """(weight bytes, PBUF bytes) of one layer."""
     out_c = graph.tensors[layer.output].shape[0]
-    if layer.kind == "lut":
+    if layer.kind in ("lut", "resize"):
         return 0, isa.LUT_ENTRIES * isa.POST_BYTES
     post = blocks(out_c, cb) * cb * isa.POST_BYTES
     if layer.kind == "conv":
@@ -186,7 +186,7 @@ def build_weights(graph, plan, config):
         if w.size != place.weight_size:
             raise AssertionError(f"layer {layer.name}: weight blob size mismatch")
         blob[place.weight_offset:place.weight_offset + w.size] = w
-        if layer.kind == "lut":
+        if layer.kind in ("lut", "resize"):
             post = np.asarray(layer.table, np.int8).view(np.uint8)
         else:
             padded = blocks(graph.tensors[layer.output].shape[0], config.cb) * config.cb

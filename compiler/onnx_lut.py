@@ -21,7 +21,7 @@ import numpy as np
 from . import ir
 from .onnx_graph import PASS_THROUGH, RESHAPES
 
-__all__ = ["LUT_OPS", "needs_table", "add_lookup"]
+__all__ = ["LUT_OPS", "needs_table", "add_lookup", "concat_retarget"]
 
 #: Operators only a table computes.
 LUT_OPS = {"Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu", "PRelu"}
@@ -227,6 +227,17 @@ def _mixed(chain, name, seen=None):
     return None
 
 
+def concat_retarget(front, q, table, scale, zp):
+    """``(table, scale, zero point)`` of a table layer whose output QuantizeLinear ``q`` (at
+    ``scale``, ``zp``) feeds a Concat at other parameters: the table then goes on to the
+    Concat's, as the QDQ graph does (Q, DQ, Concat, the Concat's own Q)."""
+    target = front.concat_target(q)
+    if target is None or target == (scale, zp):
+        return table, scale, zp
+    front.retargeted.add(q.output[0])
+    return quantize(dequantize(table, scale, zp), *target), *target
+
+
 def add_lookup(front, q, node):
     """Turn QuantizeLinear ``q`` (whose chain ``node`` makes a lookup, see
     :func:`needs_table`) into one :class:`ir.Lut` layer of the front end ``front``."""
@@ -240,14 +251,8 @@ def add_lookup(front, q, node):
     chain = _Chain(front, q, source)
     values = chain.value(q.input[0])
     scale, zp = g.act_params(q)
-    table = quantize(values, scale, zp)
+    table, scale, zp = concat_retarget(front, q, quantize(values, scale, zp), scale, zp)
     name = q.output[0]
-    target = front.concat_target(q)
-    if target is not None and target != (scale, zp):
-        # What the QDQ graph does: Q, DQ, Concat, the Concat's own Q.
-        table = quantize(dequantize(table, scale, zp), *target)
-        scale, zp = target
-        front.retargeted.add(name)
     x = front.tensors[source]
     layer = ir.Lut(front.unique(g.name(node)), source, name, table.astype(np.int8))
     front.layers.append(layer)

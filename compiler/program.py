@@ -61,7 +61,7 @@ class TensorEntry:
 @dataclasses.dataclass
 class LayerEntry:
     name: str
-    kind: str               # conv, dense, pool, add
+    kind: str               # conv, dense, pool, add, lut, resize
     inputs: list            # tensor names
     output: str
     deps: list              # indices of the layers producing the inputs

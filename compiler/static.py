@@ -52,13 +52,17 @@ def check_graph(graph):
         names.add(layer.name)
         if isinstance(layer, ir.Pool) and layer.mode not in ("max", "avg"):
             raise CompileError(f"layer {layer.name}: pooling mode {layer.mode!r}")
-        if isinstance(layer, ir.Lut):
+        if isinstance(layer, (ir.Lut, ir.Resize)):
             table = np.asarray(layer.table)
             if table.shape != (256,) or table.dtype != np.int8:
                 raise CompileError(f"layer {layer.name}: table of {table.dtype} "
                                    f"{table.shape}, not int8 (256,)")
-            if graph.tensors[layer.input].shape != graph.tensors[layer.output].shape:
-                raise CompileError(f"layer {layer.name}: lookup changes the shape")
+            c, h, w = graph.tensors[layer.input].shape
+            k = getattr(layer, "factor", 1)
+            if tuple(graph.tensors[layer.output].shape) != (c, h * k, w * k):
+                raise CompileError(f"layer {layer.name}: output shape "
+                                   f"{graph.tensors[layer.output].shape} is not the input's "
+                                   f"{(c, h, w)} scaled by {k}")
             continue
         _check_requant(layer, graph.tensors[layer.output].shape[0])
 

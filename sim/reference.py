@@ -80,6 +80,10 @@ def run_layer(layer, tensors):
         return _pool(layer, x)
     if isinstance(layer, ir.Lut):
         return np.asarray(layer.table, np.int8)[np.asarray(x, np.int64) + 128]
+    if isinstance(layer, ir.Resize):
+        k = layer.factor
+        up = np.repeat(np.repeat(np.asarray(x, np.int64), k, axis=1), k, axis=2)
+        return np.asarray(layer.table, np.int8)[up + 128]
     raise TypeError(f"unknown layer type {type(layer).__name__}")
 
 

@@ -1,0 +1,64 @@
+"""Lookup-table activations and nearest upsampling on the Verilator-simulated accelerator,
+bit for bit against the instruction-set simulator.
+
+tests/test_lut_activation.py and tests/test_resize.py check the models against ONNX Runtime on
+the ISS. Here three of them share the ``small`` accelerator in one simulator launch, as in
+tests/test_rtl_models.py (whose checks these reuse): the EfficientNet-like block (SiLU) on two
+cores, the MobileNetV3-like block (HardSwish, HardSigmoid) on one and an FPN merge (Resize x2,
+whose LOADs read each pixel twice, then an Add) on one, two inferences each. Every output and
+the tenant's whole DRAM segment after its last inference must equal the ISS's. The accelerator
+is the one the other RTL tests build (cached under build/rtl).
+"""
+
+import numpy as np
+import pytest
+
+from graphs import sample_input
+from test_concat import _qdq
+from test_lut_activation import efficientnet_block, mobilenetv3_block
+from test_resize import _qdq as _qdq_as_built, fpn
+from test_rtl_models import INFERENCES, quiet, rtl_problems
+from vdla.sim.rtl_scenario import run_scenario_rtl
+from vdla.sim.scenario_file import load_scenario
+
+pytestmark = pytest.mark.rtl
+
+#: tenant name -> (builder, quantizer, cores); the FPN's Resize would be folded away by ORT's
+#: pre-processing, so it is quantized as built.
+TENANTS = {"efficientnet": (efficientnet_block, _qdq, 2),
+           "mobilenetv3": (mobilenetv3_block, _qdq, 1), "fpn": (fpn, _qdq_as_built, 1)}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """``(scenario, RTL report)`` of the tenants running together."""
+    d = tmp_path_factory.mktemp("rtl_ops")
+    text = 'config = "small"\n'
+    for name, (builder, quantize, cores) in TENANTS.items():
+        model = builder()
+        sub = d / name
+        sub.mkdir()
+        path = quantize(model, sub)
+        np.save(d / f"{name}_x.npy", sample_input(model, seed=9, count=INFERENCES))
+        text += (f'\n[[tenant]]\nname = "{name}"\nmodel = "{path}"\ncores = {cores}\n'
+                 f'inferences = {INFERENCES}\ninputs = "{d / f"{name}_x.npy"}"\n')
+    (d / "ops.toml").write_text(text)
+    scenario = load_scenario(d / "ops.toml")
+    report = run_scenario_rtl(scenario, log=quiet, keep_outputs=True, dram_dump=True)
+    return scenario, report
+
+
+@pytest.mark.parametrize("name", list(TENANTS))
+def test_rtl_matches_iss(run, name):
+    scenario, report = run
+    spec = next(s for s in scenario.tenants if s.name == name)
+    t = next(t for t in report["tenants"] if t["name"] == name)
+    kind = "resize" if name == "fpn" else "lut"
+    assert any(layer.kind == kind for layer in spec.reference.layers)
+    assert not t["faults"] and t["state"] == "finished", t
+    assert t["completed"] == t["inferences"] == len(t["outputs"]) == INFERENCES, t
+    problems, segment = rtl_problems(spec, t, report)
+    assert not problems, f"{name}: RTL differs from the ISS:\n" + "\n".join(problems)
+    assert t["exact"] == t["compared"] == INFERENCES, t
+    print(f"{name} ({TENANTS[name][2]} cores): {INFERENCES} inferences and the "
+          f"{len(segment)}-byte segment exact, latency {t['latency_cycles']} cycles")
