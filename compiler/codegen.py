@@ -5,8 +5,9 @@ Buffer use inside a frame (entries of each buffer, halves alternate by the parit
 * mode A (weight-stationary): WBUF and PBUF from 0 hold the frame's weights / parameters for
   the whole frame; IBUF halves by tile (Conv: all input blocks of the tile) or by step
   (depthwise, pooling: the blocks of the step's output chunk); OBUF halves by chunk.
-* mode B (output-stationary): PBUF from 0 for the frame; IBUF halves by input chunk, WBUF
-  halves by step, OBUF holds every output chunk of the frame at its own place.
+* mode B (output-stationary): PBUF from 0 for the frame; IBUF halves by input chunk (of a
+  kernel row band, :mod:`.bands`), WBUF halves by step, OBUF holds every output chunk of the
+  frame at its own place.
 * Add: IBUF halves by chunk (operand A then B), OBUF halves by chunk, PBUF for the frame;
   a lookup the same with one operand, its table at PBUF 0; an upsampling likewise
   (:mod:`.upsample`).
@@ -19,6 +20,7 @@ import dataclasses
 from vdla import isa
 
 from . import tiling
+from .bands import band_tile, kernel_bands
 from .errors import CompileError
 from .dma import dma_fields
 from .frames import Step
@@ -43,8 +45,8 @@ def _half(depth, index, halves):
     return (index % 2) * (depth // 2) if halves else 0
 
 
-def _setup(g, n_icg=None, dw=False):
-    return {"kh": g.kh, "kw": g.kw, "stride": g.stride, "n_icg": n_icg or 1,
+def _setup(g, n_icg=None, dw=False, kh=None):
+    return {"kh": kh or g.kh, "kw": g.kw, "stride": g.stride, "n_icg": n_icg or 1,
             "pad_value": g.pad_value, "dw": int(dw)}
 
 
@@ -122,12 +124,16 @@ def _frame_b(g, cfg, plan, addrs, ob0, nob, t):
     cb, bw, kk = cfg.cb, cfg.cb * cfg.cb // 8, g.kh * g.kw
     ichunks = [(i, min(plan.n_icg, g.icb - i)) for i in range(0, g.icb, plan.n_icg)]
     ochunks = [(j, min(plan.n_ob, nob - j)) for j in range(0, nob, plan.n_ob)]
-    n_steps = len(ichunks) * len(ochunks)
+    # Input chunks of each kernel row band (one band, the whole kernel, unless its weights
+    # exceed a WBUF half); every chunk adds into the same ABUF entries.
+    parts = [(ky0, r, band_tile(g, t, ky0, r) if plan.kr else t, i, ni)
+             for ky0, r in kernel_bands(g.kh, plan.kr or g.kh) for i, ni in ichunks]
+    n_steps = len(parts) * len(ochunks)
     row, per = g.icb * bw, kk * g.icb * bw
-    setup = _setup(g, ichunks[0][1])
+    setup = _setup(g, parts[0][4], kh=parts[0][1])
     steps = []
-    for ii, (i, ni) in enumerate(ichunks):
-        ibase = _half(cfg.ibuf_depth, ii, len(ichunks) > 1)
+    for ii, (ky0, r, bt, i, ni) in enumerate(parts):
+        ibase = _half(cfg.ibuf_depth, ii, len(parts) > 1)
         for j, n in ochunks:
             s = len(steps)
             wbase = _half(cfg.wbuf_depth, s, n_steps > 1)
@@ -136,15 +142,16 @@ def _frame_b(g, cfg, plan, addrs, ob0, nob, t):
                 loads += dma_fields(_PB, 0, addrs.post + ob0 * cb * isa.POST_BYTES,
                                     nob * cb * 2, cb=cb)
             if j == 0:
-                loads += _act_load(g, cfg, ibase, addrs.inputs[0], i, ni, t)
-            loads += dma_fields(_WB, wbase, addrs.weights + ((ob0 + j) * per + i * bw) * 8,
-                                ni * bw, kk, n, row, per, cb)
-            last = ii == len(ichunks) - 1
+                loads += _act_load(g, cfg, ibase, addrs.inputs[0], i, ni, bt)
+            # Weights are [ob][ky][kx][icb] blocks: the band's rows are r * kw DMA rows.
+            wdram = addrs.weights + ((ob0 + j) * per + ky0 * g.kw * row + i * bw) * 8
+            loads += dma_fields(_WB, wbase, wdram, ni * bw, r * g.kw, n, row, per, cb)
+            last = ii == len(parts) - 1
             obase = j * t.th * t.tw
             computes = []
-            if j == 0 and ni != ichunks[ii - 1][1] and ii:
-                computes.append((_OP.SETUP, _setup(g, ni)))
-            computes.append((_OP.CONV, dict(_window(t), ibuf_addr=ibase, wbuf_addr=wbase,
+            if j == 0 and ii and (ni, r) != (parts[ii - 1][4], parts[ii - 1][1]):
+                computes.append((_OP.SETUP, _setup(g, ni, kh=r)))
+            computes.append((_OP.CONV, dict(_window(bt), ibuf_addr=ibase, wbuf_addr=wbase,
                                             pbuf_addr=j * cb, obuf_addr=obase, n_ob=n,
                                             acc_init=int(ii == 0), acc_final=int(last))))
             saves = _act_save(g, cfg, obase, addrs.output, ob0 + j, n, t) if last else []

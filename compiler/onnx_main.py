@@ -13,13 +13,16 @@ import numpy as np
 from . import ir
 from .onnx_lower import AFFINE_WEIGHT, add, linear, pool
 from .onnx_pad import folded_pads
+from .tiling import MAX_KERNEL, MAX_PAD
 
 __all__ = ["MAIN_OPS", "Main", "parse_main", "requant_layer"]
 
 MAIN_OPS = {"Conv", "Gemm", "MatMul", "Add", "MaxPool", "AveragePool", "GlobalAveragePool",
             "GlobalMaxPool", "ReduceMean"}
-#: Convolution limits of the PE array's window generator.
-CONV_KERNELS = range(1, 8)
+#: Convolution limits: the SETUP kernel fields (the PE array's loop nest takes any window
+#: they encode) and the strides the hardware is verified for. Whether a kernel's weights fit
+#: WBUF depends on the configuration and is checked by the tiler.
+CONV_KERNELS = range(1, MAX_KERNEL + 1)
 CONV_STRIDES = (1, 2)
 
 
@@ -160,7 +163,7 @@ def _conv(front, node):
     _no_dilation(front, node, attrs)
     stride = _stride(front, node, attrs, CONV_STRIDES)
     if kh not in CONV_KERNELS or kw not in CONV_KERNELS:
-        raise g.unsupported(node, f"kernel {kh}x{kw} is not supported (1 to 7)")
+        raise g.unsupported(node, f"kernel {kh}x{kw} is not supported (1 to {MAX_KERNEL})")
     c = x.shape[0]
     group = attrs.get("group", 1)
     if group == 1 and cg != c:
@@ -173,6 +176,10 @@ def _conv(front, node):
     pads = _pads(front, node, attrs, in_hw, (kh, kw), stride)
     oh, ow = _out_hw(front, node, in_hw, (kh, kw), stride, pads)
     pads = _with_folded(front, node, pads, extra, (kh, kw))
+    if max(pads[:2]) > MAX_PAD:
+        # CONV encodes the top / left padding in 4 bits; bottom / right are not encoded.
+        raise g.unsupported(node, f"pads {pads} are not supported (top and left at most "
+                            f"{MAX_PAD})")
     w_scale = wq.channel_scale(0, g.name(node), node.op_type)
     bias_name = node.input[2] if len(node.input) > 2 else ""
     bias_real, bias_units = _bias(front, node, bias_name, k, x.scale * w_scale)

@@ -11,7 +11,8 @@ Two schemes cover Conv, depthwise Conv, Dense (a 1x1 convolution over one pixel)
   whose outputs stay in OBUF (ABUF) while input channel chunks of ``n_icg`` blocks stream
   through IBUF halves and weight chunks ``n_ob`` x ``n_icg`` through WBUF halves, summed with
   ``acc_init`` / ``acc_final``. Used when the weights do not fit WBUF (big convolutions,
-  fully connected layers).
+  fully connected layers). A kernel whose weights exceed a WBUF half on their own is also
+  cut into row bands (:mod:`.bands`), each a chunk with its own input rows.
 
 Candidates of both schemes are ranked by :func:`vdla.compiler.cost.layer_cost` of the
 estimated frame cycles, which trades DMA traffic (a row split reloads weights, a channel split
@@ -23,6 +24,7 @@ import dataclasses
 
 from vdla import isa
 
+from .bands import band_tile, kernel_bands
 from .cost import estimate_cycles, layer_cost
 from .errors import CompileError
 from .dma import MAX_LENGTH
@@ -94,6 +96,7 @@ class Plan:
     n_icg: int              # input blocks per chunk (mode B)
     m: int                  # tiles per frame (mode A)
     cost: float = 0.0
+    kr: int = 0             # kernel rows per band (mode B; 0: the whole kernel)
 
 
 @dataclasses.dataclass
@@ -269,43 +272,60 @@ def _candidates_a(g, cfg):
                         yield Plan("A", F, th, tw, n_ob, g.icb, m, layer_cost(n_frames, fc))
 
 
+def _bands_encodable(g, th, kr):
+    """Every band of every tile row keeps its top padding within the CONV field."""
+    if kr == g.kh:
+        return True
+    probe = Tile(0, 0, 0, 1, 0, 0, 0, 0, 0, 0)
+    return all(band_tile(g, dataclasses.replace(probe, oy0=oy, th=n), ky0, r).pad_top
+               <= MAX_PAD for oy, n in _grid(g.OH, th) for ky0, r in kernel_bands(g.kh, kr))
+
+
 def _candidates_b(g, cfg):
     cb, ew, bw = cfg.cb, cfg.cb // 8, cfg.cb * cfg.cb // 8
     kk = g.kh * g.kw
     f_lim = min(g.kb, cfg.pbuf_depth // cb, MAX_NOB)
     th_lim, tw_lim = _tile_limits(g)
     ib, wb = cfg.ibuf_depth, cfg.wbuf_depth
-    if kk > wb // 2:
+    # Kernel rows per band: the whole kernel when one input block's weights fit a WBUF half.
+    kr = g.kh if kk <= wb // 2 else _balanced(g.kh, (wb // 2) // g.kw)
+    if kr < 1:
         return
+    nb, kkb = -(-g.kh // kr), kr * g.kw
+    span_h = lambda th: min(g.H, (th - 1) * g.stride + kr)
     for F in _splits(g.kb, f_lim):
-        tw_max = _max_fit(tw_lim, lambda tw: g.span_h(1) * g.span_w(tw) <= ib // 2
+        tw_max = _max_fit(tw_lim, lambda tw: span_h(1) * g.span_w(tw) <= ib // 2
                           and tw * F <= cfg.obuf_depth)
         for tw in _splits(g.OW, tw_max, (1, 2, 4)):
             iw = g.span_w(tw)
-            fits = lambda th: th * tw * F <= cfg.obuf_depth and g.span_h(th) * iw <= ib // 2
+            fits = lambda th: th * tw * F <= cfg.obuf_depth and span_h(th) * iw <= ib // 2
             for th in _splits(g.OH, _max_fit(th_lim, fits)):
-                ih = g.span_h(th)
-                single = g.icb * ih * iw <= ib and F * kk * g.icb <= wb and g.icb <= MAX_ICG
+                if not _bands_encodable(g, th, kr):
+                    continue
+                ih = span_h(th)
+                single = (nb == 1 and g.icb * ih * iw <= ib and F * kk * g.icb <= wb
+                          and g.icb <= MAX_ICG)
                 if single:
                     n_icg, n_ob = g.icb, F
                 else:
                     # Weight chunks go to WBUF halves; input chunks to IBUF halves unless
-                    # the whole input tile fits and stays.
-                    n_icg = min(g.icb, (wb // 2) // kk, MAX_ICG)
-                    if n_icg < g.icb or g.icb * ih * iw > ib:
+                    # the whole input tile fits and stays (bands: each reads its own rows).
+                    n_icg = min(g.icb, (wb // 2) // kkb, MAX_ICG)
+                    if nb > 1 or n_icg < g.icb or g.icb * ih * iw > ib:
                         n_icg = min(n_icg, (ib // 2) // (ih * iw))
                     n_icg = _balanced(g.icb, n_icg)
-                    n_ob = _balanced(F, min(F, (wb // 2) // (kk * n_icg)))
-                ni = -(-g.icb // n_icg)
+                    n_ob = _balanced(F, min(F, (wb // 2) // (kkb * n_icg)))
+                ni = nb * -(-g.icb // n_icg)        # input chunks, over all bands
                 nj = -(-F // n_ob)
-                words = ((g.icb * ih * iw + F * th * tw) * ew + F * kk * g.icb * bw
+                words = ((nb * g.icb * ih * iw + F * th * tw) * ew + F * kk * g.icb * bw
                          + F * cb * 2)
-                bursts = (_bursts(g.icb, ih, iw, iw == g.W, ew) + F * kk * ni
+                bursts = (nb * _bursts(g.icb, ih, iw, iw == g.W, ew) + F * kkb * ni
                           + _bursts(F, th, tw, tw == g.OW, ew))
                 fc = _frame_cycles(cfg, th * tw * F * kk * g.icb * (cb // cfg.ocp), words,
                                    1 + ni + ni * nj + nj, ni * nj + 1, bursts)
                 n_frames = -(-g.kb // F) * -(-g.OH // th) * -(-g.OW // tw)
-                yield Plan("B", F, th, tw, n_ob, n_icg, 1, layer_cost(n_frames, fc))
+                yield Plan("B", F, th, tw, n_ob, n_icg, 1, layer_cost(n_frames, fc),
+                           0 if nb == 1 else kr)
 
 
 def plan_layer(name, g, cfg):

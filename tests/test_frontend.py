@@ -353,8 +353,9 @@ UNSUPPORTED = {
     "stride3": (lambda g: g.conv("input", 4, 3, stride=3),
                 "node 'conv_0' (Conv): strides=[3, 3] are not supported (equal strides in "
                 "[1, 2] only)"),
-    "kernel9": (lambda g: g.conv("input", 4, 9, pads=(4, 4, 4, 4)),
-                "node 'conv_0' (Conv): kernel 9x9 is not supported (1 to 7)"),
+    "pad16": (lambda g: g.conv("input", 4, 33, pads=(16, 16, 16, 16)),
+              "node 'conv_0' (Conv): pads (16, 16, 16, 16) are not supported (top and left "
+              "at most 15)"),
     "group2": (lambda g: g.conv("input", 6, 3, groups=2),
                "node 'conv_0' (Conv): group=2 is not supported (1, or depthwise with group == "
                "input channels == output channels)"),

@@ -1,11 +1,13 @@
-"""Lookup-table activations and nearest upsampling on the Verilator-simulated accelerator,
-bit for bit against the instruction-set simulator.
+"""Lookup-table activations, nearest upsampling and kernels cut into bands on the
+Verilator-simulated accelerator, bit for bit against the instruction-set simulator.
 
-tests/test_lut_activation.py and tests/test_resize.py check the models against ONNX Runtime on
-the ISS. Here three of them share the ``small`` accelerator in one simulator launch, as in
-tests/test_rtl_models.py (whose checks these reuse): the EfficientNet-like block (SiLU) on two
-cores, the MobileNetV3-like block (HardSwish, HardSigmoid) on one and an FPN merge (Resize x2,
-whose LOADs read each pixel twice, then an Add) on one, two inferences each. Every output and
+tests/test_lut_activation.py, tests/test_resize.py and tests/test_big_kernels.py check the
+models against ONNX Runtime on the ISS. Here four of them share the ``small`` accelerator in one
+simulator launch, as in tests/test_rtl_models.py (whose checks these reuse), one core each: the
+EfficientNet-like block (SiLU), the MobileNetV3-like block (HardSwish, HardSigmoid), an FPN
+merge (Resize x2, whose LOADs read each pixel twice, then an Add) and a 15x15 convolution of a
+4-row input in row bands summed in ABUF (two of them wholly in the padding), two inferences
+each. Every output and
 the tenant's whole DRAM segment after its last inference must equal the ISS's. The accelerator
 is the one the other RTL tests build (cached under build/rtl).
 """
@@ -16,6 +18,7 @@ import pytest
 from graphs import sample_input
 from test_concat import _qdq
 from test_lut_activation import efficientnet_block, mobilenetv3_block
+from test_big_kernels import bands_in_the_padding
 from test_resize import _qdq as _qdq_as_built, fpn
 from test_rtl_models import INFERENCES, quiet, rtl_problems
 from vdla.sim.rtl_scenario import run_scenario_rtl
@@ -25,8 +28,11 @@ pytestmark = pytest.mark.rtl
 
 #: tenant name -> (builder, quantizer, cores); the FPN's Resize would be folded away by ORT's
 #: pre-processing, so it is quantized as built.
-TENANTS = {"efficientnet": (efficientnet_block, _qdq, 2),
-           "mobilenetv3": (mobilenetv3_block, _qdq, 1), "fpn": (fpn, _qdq_as_built, 1)}
+TENANTS = {"efficientnet": (efficientnet_block, _qdq, 1),
+           "mobilenetv3": (mobilenetv3_block, _qdq, 1), "fpn": (fpn, _qdq_as_built, 1),
+           "bands": (bands_in_the_padding, _qdq, 1)}
+#: The layer kind each tenant is here for.
+KINDS = {"efficientnet": "lut", "mobilenetv3": "lut", "fpn": "resize", "bands": "conv"}
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +59,7 @@ def test_rtl_matches_iss(run, name):
     scenario, report = run
     spec = next(s for s in scenario.tenants if s.name == name)
     t = next(t for t in report["tenants"] if t["name"] == name)
-    kind = "resize" if name == "fpn" else "lut"
-    assert any(layer.kind == kind for layer in spec.reference.layers)
+    assert any(layer.kind == KINDS[name] for layer in spec.reference.layers)
     assert not t["faults"] and t["state"] == "finished", t
     assert t["completed"] == t["inferences"] == len(t["outputs"]) == INFERENCES, t
     problems, segment = rtl_problems(spec, t, report)
