@@ -12,6 +12,7 @@ Buffer use inside a frame (entries of each buffer, halves alternate by the parit
   a lookup the same with one operand, its table at PBUF 0; an upsampling likewise
   (:mod:`.upsample`).
 
+A ConvTranspose's frames are those of its four phase convolutions, whose SAVEs interleave.
 A buffer whose frame uses only one unit of it is used whole.
 """
 
@@ -24,6 +25,7 @@ from .bands import band_tile, kernel_bands
 from .errors import CompileError
 from .dma import dma_fields
 from .frames import Step
+from .memplan import phase_offsets
 from .upsample import resize_frames
 
 __all__ = ["LayerAddrs", "layer_frames"]
@@ -61,9 +63,23 @@ def _act_load(g, cfg, base, addr, block, nblk, t):
 def _act_save(g, cfg, base, addr, block, nblk, t):
     """Output tile ``t`` of blocks ``block..block+nblk`` from OBUF entry ``base``."""
     ew = cfg.cb // 8
+    if g.place:
+        return _phase_save(g, cfg, base, addr, block, nblk, t)
     dram = addr + ((block * g.OH + t.oy0) * g.OW + t.ox0) * cfg.cb
     return dma_fields(_OB, base, dram, t.tw * ew, t.th, nblk, g.OW * ew, g.OH * g.OW * ew,
                       cfg.cb)
+
+
+def _phase_save(g, cfg, base, addr, block, nblk, t):
+    """A ConvTranspose phase tile: one SAVE per block, each pixel to every other pixel of
+    every other row of the layer output (DRAM strides 2 pixels / 2 rows)."""
+    a, b, oh, ow = g.place
+    ew, out = cfg.cb // 8, []
+    for j in range(nblk):
+        dram = addr + (((block + j) * oh + a + 2 * t.oy0) * ow + b + 2 * t.ox0) * cfg.cb
+        out += dma_fields(_OB, base + j * t.th * t.tw, dram, ew, t.tw, t.th, 2 * ew,
+                          2 * ow * ew, cfg.cb)
+    return out
 
 
 def _window(t):
@@ -198,7 +214,8 @@ def _frames_add(cfg, plan, addrs, lut=False):
 
 
 def layer_frames(layer, graph, cfg, addrs):
-    """``(plan, [(setup fields, [Step])])`` of one IR layer; CompileError if it can't be tiled."""
+    """``(plan, [(setup fields, [Step])])`` of one IR layer (a ConvTranspose: a plan per
+    phase); CompileError if it can't be tiled."""
     if layer.kind == "add":
         shape = graph.tensors[layer.output].shape
         for name in (layer.a, layer.b):
@@ -212,7 +229,27 @@ def layer_frames(layer, graph, cfg, addrs):
     if layer.kind == "lut":
         plan = tiling.plan_add(layer.name, graph.tensors[layer.output].shape, cfg, lut=True)
         return plan, _frames_add(cfg, plan, addrs, lut=True)
+    if layer.kind == "convt":
+        return _convt_frames(layer, graph, cfg, addrs)
     g = tiling.geometry(layer, graph, cfg.cb)
+    return _conv_frames(layer, g, cfg, addrs)
+
+
+def _convt_frames(layer, graph, cfg, addrs):
+    """A ConvTranspose: the frames of each phase's convolution, saved interleaved."""
+    plans, frames = [], []
+    offsets = phase_offsets(layer, graph, cfg.cb)
+    for p, (w_off, p_off) in zip(layer.phases, offsets):
+        g = tiling.phase_geometry(layer, p, graph, cfg.cb)
+        plan, fr = _conv_frames(p.conv, g, cfg, LayerAddrs(addrs.inputs, addrs.output,
+                                                           addrs.weights + w_off,
+                                                           addrs.post + p_off))
+        plans.append(plan)
+        frames += fr
+    return plans, frames
+
+
+def _conv_frames(layer, g, cfg, addrs):
     plan = tiling.plan_layer(layer.name, g, cfg)
     frames = []
     for ob0, nob, tiles in tiling.conv_frames(g, plan):

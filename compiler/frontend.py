@@ -6,8 +6,8 @@ as the end of one IR layer and walks its input back through the float operators 
 DequantizeLinear nodes of the layer's int8 operands::
 
     DQ(x) --> main op --> [BatchNormalization, Add/Sub/Mul/Div by a constant]* --> [Relu, Clip]* --> Q
-              (Conv, Gemm, MatMul, Add of two activations, MaxPool, AveragePool, Global*Pool,
-               ReduceMean over H and W)
+              (Conv, ConvTranspose, Gemm, MatMul, Add of two activations, MaxPool,
+               AveragePool, Global*Pool, ReduceMean over H and W)
 
 Identity, Dropout and reshapes (Flatten, Reshape, Squeeze, Unsqueeze) may appear anywhere on
 the way. A chain that only a table computes (Sigmoid, SiLU, ...) is one lookup layer instead

@@ -13,6 +13,9 @@ All integers are already in the hardware's domain, so the layer reference
 * a lookup layer (:class:`Lut`) holds the int8 output of each of the 256 int8 inputs;
 * a nearest-neighbour upsampling (:class:`Resize`) is a lookup of the input pixel
   ``(y // factor, x // factor)`` for output pixel ``(y, x)``;
+* a stride-2 transposed convolution (:class:`ConvTranspose`) is four stride-1 convolutions
+  (its phases), whose outputs interleave: phase ``(a, b)`` computes output pixels
+  ``(2 * i + a, 2 * j + b)``;
 * a channel concatenation is no layer: ``Graph.concats`` names its parts, tensors of one
   scale and zero point that their producers write straight into channel offsets of it.
 """
@@ -21,7 +24,8 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["Tensor", "Requant", "Conv", "Dense", "Pool", "Add", "Lut", "Resize", "Graph", "LAYER_KINDS"]
+__all__ = ["Tensor", "Requant", "Conv", "Dense", "Pool", "Add", "Lut", "Resize", "Phase",
+           "ConvTranspose", "Graph", "LAYER_KINDS"]
 
 
 @dataclasses.dataclass
@@ -145,7 +149,31 @@ class Resize:
     kind = "resize"
 
 
-LAYER_KINDS = (Conv, Dense, Pool, Add, Lut, Resize)
+@dataclasses.dataclass
+class Phase:
+    """One phase of a :class:`ConvTranspose`: ``conv`` (stride 1, its ``output`` unused)
+    (stride 1, input and output those of the layer)
+    computes the ``rows`` x ``cols`` output pixels ``(2 * i + a, 2 * j + b)``. Its bottom /
+    right pads may produce more rows / columns than that; the extra ones are not kept."""
+    a: int
+    b: int
+    rows: int
+    cols: int
+    conv: Conv
+
+
+@dataclasses.dataclass
+class ConvTranspose:
+    """Stride-2 transposed convolution as four :class:`Phase` convolutions of ``input``,
+    each with its own sub-kernel and requantization (the zero-point correction differs)."""
+    name: str
+    input: str
+    output: str
+    phases: list            # [Phase] * 4, (a, b) in (0, 0), (0, 1), (1, 0), (1, 1)
+    kind = "convt"
+
+
+LAYER_KINDS = (Conv, Dense, Pool, Add, Lut, Resize, ConvTranspose)
 
 
 def _inputs(layer):

@@ -26,6 +26,7 @@ from .errors import CompileError
 from .layout import blocks
 
 __all__ = ["LayerBlob", "MemoryPlan", "tensor_bytes", "plan_memory", "weight_blocks",
+           "phase_offsets",
            "build_weights", "ALIGN"]
 
 #: Alignment of every region (a DRAM burst boundary; LOAD/SAVE need only 8 bytes).
@@ -74,7 +75,21 @@ def _weight_size(layer, graph, cb):
     if layer.kind == "dense":
         c, h, w = graph.tensors[layer.input].shape
         return blocks(out_c, cb) * blocks(c, cb) * h * w * cb * cb, post
+    if layer.kind == "convt":
+        # Each phase's weights and parameters one after the other (see phase_offsets).
+        return sum(_weight_size(p.conv, graph, cb)[0] for p in layer.phases), 4 * post
     return 0, post
+
+
+def phase_offsets(layer, graph, cb):
+    """``[(weight offset, PBUF offset)]`` in bytes of each phase of a ConvTranspose, relative
+    to the layer's weight and parameter regions."""
+    out, w, p = [], 0, 0
+    for phase in layer.phases:
+        out.append((w, p))
+        w_size, p_size = _weight_size(phase.conv, graph, cb)
+        w, p = w + w_size, p + p_size
+    return out
 
 
 def weight_blocks(layer, graph, cb):
@@ -87,6 +102,8 @@ def weight_blocks(layer, graph, cb):
         in_shape = graph.tensors[layer.input].shape
         matrix = layout.dense_weight_matrix(layer.weight, in_shape, cb)
         return layout.conv_weight_blocks(matrix[:, :, None, None], cb).reshape(-1)
+    if layer.kind == "convt":
+        return np.concatenate([weight_blocks(p.conv, graph, cb) for p in layer.phases])
     return np.zeros(0, np.int8)
 
 
@@ -186,10 +203,13 @@ def build_weights(graph, plan, config):
         if w.size != place.weight_size:
             raise AssertionError(f"layer {layer.name}: weight blob size mismatch")
         blob[place.weight_offset:place.weight_offset + w.size] = w
+        padded = blocks(graph.tensors[layer.output].shape[0], config.cb) * config.cb
         if layer.kind in ("lut", "resize"):
             post = np.asarray(layer.table, np.int8).view(np.uint8)
+        elif layer.kind == "convt":
+            post = np.concatenate([layout.post_params(p.conv.requant, padded).reshape(-1)
+                                   for p in layer.phases])
         else:
-            padded = blocks(graph.tensors[layer.output].shape[0], config.cb) * config.cb
             post = layout.post_params(layer.requant, padded).reshape(-1)
         blob[place.post_offset:place.post_offset + post.size] = post
     return blob.tobytes()

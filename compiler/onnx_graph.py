@@ -24,7 +24,7 @@ RESHAPES = {"Flatten", "Reshape", "Squeeze", "Unsqueeze"}
 #: Every operator the front end understands (in some position).
 SUPPORTED_OPS = PASS_THROUGH | RESHAPES | {
     "QuantizeLinear", "DequantizeLinear", "Constant",
-    "Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div",
+    "Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div",
     "Relu", "Clip", "BatchNormalization",
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "Concat",
     "Pad", "Resize",

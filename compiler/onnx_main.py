@@ -1,8 +1,9 @@
 """The main operator of a front-end segment: attribute checks, shapes, and IR layer creation.
 
-:func:`parse_main` reads one Conv / Gemm / MatMul / Add / pooling / ReduceMean node (everything
-that can be checked before the output quantization is known) and returns a :class:`Main` whose
-``lower`` builds the IR layer once the folded affine map and the output quantization are known.
+:func:`parse_main` reads one Conv / ConvTranspose (:mod:`.onnx_convt`) / Gemm / MatMul / Add /
+pooling / ReduceMean node (everything that can be checked before the output quantization is
+known) and returns a :class:`Main` whose ``lower`` builds the IR layer once the folded affine
+map and the output quantization are known.
 A Conv or pooling takes the pads of a Pad folded in front of it (:mod:`.onnx_pad`).
 """
 
@@ -17,8 +18,8 @@ from .tiling import MAX_KERNEL, MAX_PAD
 
 __all__ = ["MAIN_OPS", "Main", "parse_main", "requant_layer"]
 
-MAIN_OPS = {"Conv", "Gemm", "MatMul", "Add", "MaxPool", "AveragePool", "GlobalAveragePool",
-            "GlobalMaxPool", "ReduceMean"}
+MAIN_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "MaxPool", "AveragePool",
+            "GlobalAveragePool", "GlobalMaxPool", "ReduceMean"}
 #: Convolution limits: the SETUP kernel fields (the PE array's loop nest takes any window
 #: they encode) and the strides the hardware is verified for. Whether a kernel's weights fit
 #: WBUF depends on the configuration and is checked by the tiler.
@@ -344,7 +345,13 @@ def _pool_main(front, node, view, x, mode, kernel, stride, pads, out_hw):
     return Main([view], (c, *out_hw), (1, c, *out_hw), lower)
 
 
-_PARSERS = {"Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "Add": _add, "MaxPool": _pool,
+def _conv_transpose(front, node):
+    from .onnx_convt import parse_conv_transpose      # it uses this module's helpers
+    return parse_conv_transpose(front, node)
+
+
+_PARSERS = {"Conv": _conv, "ConvTranspose": _conv_transpose, "Gemm": _gemm, "MatMul": _matmul,
+            "Add": _add, "MaxPool": _pool,
             "AveragePool": _pool, "GlobalAveragePool": _global_pool,
             "GlobalMaxPool": _global_pool, "ReduceMean": _reduce_mean}
 

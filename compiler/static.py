@@ -64,7 +64,8 @@ def check_graph(graph):
                                    f"{graph.tensors[layer.output].shape} is not the input's "
                                    f"{(c, h, w)} scaled by {k}")
             continue
-        _check_requant(layer, graph.tensors[layer.output].shape[0])
+        for part in getattr(layer, "phases", None) or [None]:
+            _check_requant(part.conv if part else layer, graph.tensors[layer.output].shape[0])
 
 
 def layer_macs(layer, graph):
@@ -75,6 +76,9 @@ def layer_macs(layer, graph):
         return int(k * cg * kh * kw * oh * ow)
     if layer.kind == "dense":
         return int(layer.weight.size)
+    if layer.kind == "convt":
+        return sum(int(p.conv.weight[0].size * p.conv.weight.shape[0] * p.rows * p.cols)
+                   for p in layer.phases)
     return 0
 
 

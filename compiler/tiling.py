@@ -31,7 +31,7 @@ from .dma import MAX_LENGTH
 from .layout import blocks
 
 __all__ = ["Geometry", "Tile", "Plan", "AddPlan", "geometry", "tile_at", "plan_layer",
-           "conv_frames", "plan_add", "MAX_HW"]
+           "conv_frames", "plan_add", "phase_geometry", "MAX_HW"]
 
 _CONV = isa.FIELDS["conv"]
 MAX_HW = (1 << _CONV["out_h"][1]) - 1           # out_h/out_w/in_h/in_w field limit
@@ -58,6 +58,9 @@ class Geometry:
     pad_top: int
     pad_left: int
     pad_value: int
+    #: ``(a, b, OH, OW)`` of a ConvTranspose phase: output pixel ``(y, x)`` goes to pixel
+    #: ``(2y + a, 2x + b)`` of the ``OH`` x ``OW`` layer output; None: to ``(y, x)``.
+    place: tuple = None
 
     @property
     def reduces(self):
@@ -150,6 +153,22 @@ def geometry(layer, graph, cb):
                           f"{(kh, kw)}, stride {s}, pads {tuple(layer.pads)}")
     return Geometry(kind, blocks(c, cb), blocks(k, cb), h, w, oh, ow, kh, kw, s, top, left,
                     layer.pad_value)
+
+
+def phase_geometry(layer, phase, graph, cb):
+    """:class:`Geometry` of one phase of a ConvTranspose ``layer`` (stride 1, its output
+    pixels placed interleaved); bottom / right pads are implicit, as in :func:`tile_at`."""
+    conv = phase.conv
+    c, h, w = graph.tensors[layer.input].shape
+    k, oh, ow = graph.tensors[layer.output].shape
+    kh, kw = conv.kernel
+    top, left = conv.pads[:2]
+    if not (1 <= kh <= MAX_KERNEL and 1 <= kw <= MAX_KERNEL and 0 <= min(top, left)
+            and max(top, left) <= MAX_PAD and conv.weight.shape[:2] == (k, c)):
+        _fail(layer.name, f"phase {(phase.a, phase.b)}: kernel {kh}x{kw}, pads "
+                          f"{tuple(conv.pads)} or weight {conv.weight.shape} not supported")
+    return Geometry("conv", blocks(c, cb), blocks(k, cb), h, w, phase.rows, phase.cols, kh,
+                    kw, 1, top, left, conv.pad_value, (phase.a, phase.b, oh, ow))
 
 
 def tile_at(g, oy0, th, ox0, tw):

@@ -67,6 +67,17 @@ def _add(layer, a, b):
                     rq.shift[col], rq.zp_out, rq.lo, rq.hi)
 
 
+def _conv_transpose(layer, x):
+    """Each phase's convolution placed at its interleaved pixels (``y[:, a::2, b::2]``)."""
+    k = layer.phases[0].conv.weight.shape[0]
+    oh = sum(p.rows for p in layer.phases if p.b == 0)
+    ow = sum(p.cols for p in layer.phases if p.a == 0)
+    y = np.zeros((k, oh, ow), np.int8)
+    for p in layer.phases:
+        y[:, p.a::2, p.b::2] = _conv(p.conv, x)[:, :p.rows, :p.cols]
+    return y
+
+
 def run_layer(layer, tensors):
     """Compute one layer's int8 output from ``tensors`` (name -> int8 (C, H, W))."""
     if isinstance(layer, ir.Add):
@@ -84,6 +95,8 @@ def run_layer(layer, tensors):
         k = layer.factor
         up = np.repeat(np.repeat(np.asarray(x, np.int64), k, axis=1), k, axis=2)
         return np.asarray(layer.table, np.int8)[up + 128]
+    if isinstance(layer, ir.ConvTranspose):
+        return _conv_transpose(layer, x)
     raise TypeError(f"unknown layer type {type(layer).__name__}")
 
 
