@@ -12,7 +12,8 @@ Buffer use inside a frame (entries of each buffer, halves alternate by the parit
   a lookup the same with one operand, its table at PBUF 0; an upsampling likewise
   (:mod:`.upsample`).
 
-A ConvTranspose's frames are those of its four phase convolutions, whose SAVEs interleave.
+A ConvTranspose's (or unequal-stride Conv's) frames are those of its phase convolutions, whose
+SAVEs interleave.
 A buffer whose frame uses only one unit of it is used whole.
 """
 
@@ -71,14 +72,14 @@ def _act_save(g, cfg, base, addr, block, nblk, t):
 
 
 def _phase_save(g, cfg, base, addr, block, nblk, t):
-    """A ConvTranspose phase tile: one SAVE per block, each pixel to every other pixel of
-    every other row of the layer output (DRAM strides 2 pixels / 2 rows)."""
-    a, b, oh, ow = g.place
+    """A phase tile: one SAVE per block, each pixel to every ``sx``-th pixel of every
+    ``sy``-th row of the layer output (DRAM strides ``sx`` pixels / ``sy`` rows)."""
+    a, b, oh, ow, sy, sx = g.place
     ew, out = cfg.cb // 8, []
     for j in range(nblk):
-        dram = addr + (((block + j) * oh + a + 2 * t.oy0) * ow + b + 2 * t.ox0) * cfg.cb
-        out += dma_fields(_OB, base + j * t.th * t.tw, dram, ew, t.tw, t.th, 2 * ew,
-                          2 * ow * ew, cfg.cb)
+        dram = addr + (((block + j) * oh + a + sy * t.oy0) * ow + b + sx * t.ox0) * cfg.cb
+        out += dma_fields(_OB, base + j * t.th * t.tw, dram, ew, t.tw, t.th, sx * ew,
+                          sy * ow * ew, cfg.cb)
     return out
 
 

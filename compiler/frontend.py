@@ -580,7 +580,8 @@ def _rename(front, old, new):
     tensor = front.tensors.pop(old)
     tensor.name = new
     front.tensors[new] = tensor
-    for layer in front.layers:
+    # A ConvTranspose's phase convolutions name the layer's tensors too.
+    for layer in front.layers + [p.conv for x in front.layers for p in getattr(x, "phases", [])]:
         for field in ("input", "output", "a", "b"):
             if getattr(layer, field, None) == old:
                 setattr(layer, field, new)

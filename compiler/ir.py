@@ -15,7 +15,7 @@ All integers are already in the hardware's domain, so the layer reference
   ``(y // factor, x // factor)`` for output pixel ``(y, x)``;
 * a stride-2 transposed convolution (:class:`ConvTranspose`) is four stride-1 convolutions
   (its phases), whose outputs interleave: phase ``(a, b)`` computes output pixels
-  ``(2 * i + a, 2 * j + b)``;
+  ``(2 * i + a, 2 * j + b)``; a Conv with unequal strides is two such phases;
 * a channel concatenation is no layer: ``Graph.concats`` names its parts, tensors of one
   scale and zero point that their producers write straight into channel offsets of it.
 """
@@ -151,25 +151,28 @@ class Resize:
 
 @dataclasses.dataclass
 class Phase:
-    """One phase of a :class:`ConvTranspose`: ``conv`` (stride 1, its ``output`` unused)
-    (stride 1, input and output those of the layer)
-    computes the ``rows`` x ``cols`` output pixels ``(2 * i + a, 2 * j + b)``. Its bottom /
-    right pads may produce more rows / columns than that; the extra ones are not kept."""
+    """One phase of a :class:`ConvTranspose`: ``conv`` (input that of the layer, its
+    ``output`` unused) computes the ``rows`` x ``cols`` output pixels
+    ``(sy * i + a, sx * j + b)``, ``(sy, sx) = step``. Its bottom / right pads may produce
+    more rows / columns than that; the extra ones are not kept."""
     a: int
     b: int
     rows: int
     cols: int
     conv: Conv
+    step: tuple = (2, 2)
 
 
 @dataclasses.dataclass
 class ConvTranspose:
     """Stride-2 transposed convolution as four :class:`Phase` convolutions of ``input``,
-    each with its own sub-kernel and requantization (the zero-point correction differs)."""
+    each with its own sub-kernel and requantization (the zero-point correction differs).
+    A Conv with strides (1, 2) or (2, 1) is the same kind of layer: two stride-2 phases,
+    interleaved along the stride-1 axis (step 2 there, 1 along the other)."""
     name: str
     input: str
     output: str
-    phases: list            # [Phase] * 4, (a, b) in (0, 0), (0, 1), (1, 0), (1, 1)
+    phases: list            # [Phase], covering every (a, b) below their step once
     kind = "convt"
 
 

@@ -77,7 +77,7 @@ def _weight_size(layer, graph, cb):
         return blocks(out_c, cb) * blocks(c, cb) * h * w * cb * cb, post
     if layer.kind == "convt":
         # Each phase's weights and parameters one after the other (see phase_offsets).
-        return sum(_weight_size(p.conv, graph, cb)[0] for p in layer.phases), 4 * post
+        return sum(_weight_size(p.conv, graph, cb)[0] for p in layer.phases), len(layer.phases) * post
     return 0, post
 
 

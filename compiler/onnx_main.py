@@ -14,6 +14,7 @@ import numpy as np
 from . import ir
 from .onnx_lower import AFFINE_WEIGHT, add, linear, pool
 from .onnx_pad import folded_pads
+from .onnx_strides import dilate, phased_conv
 from .tiling import MAX_KERNEL, MAX_PAD
 
 __all__ = ["MAIN_OPS", "Main", "parse_main", "requant_layer"]
@@ -113,6 +114,22 @@ def _stride(front, node, attrs, allowed=None):
     return strides[0]
 
 
+def _conv_strides(front, node, attrs):
+    """``(sh, sw)``, each in CONV_STRIDES; unequal ones are lowered as two phases."""
+    strides = _ints(front, node, attrs, "strides", [1, 1])
+    if any(s not in CONV_STRIDES for s in strides):
+        raise front.g.unsupported(node, f"strides={strides} are not supported (each in "
+                                  f"{list(CONV_STRIDES)} only)")
+    return tuple(strides)
+
+
+def _dilations(front, node, attrs):
+    dilations = _ints(front, node, attrs, "dilations", [1, 1])
+    if min(dilations) < 1:
+        raise front.g.unsupported(node, f"dilations={dilations} are not supported")
+    return tuple(dilations)
+
+
 def _no_dilation(front, node, attrs):
     dilations = _ints(front, node, attrs, "dilations", [1, 1])
     if dilations != [1, 1]:
@@ -133,8 +150,8 @@ def _pads(front, node, attrs, in_hw, kernel, stride):
     if auto not in ("SAME_UPPER", "SAME_LOWER"):
         raise front.g.unsupported(node, f"auto_pad={auto} is not supported")
     begin, end = [], []
-    for size, k in zip(in_hw, kernel):
-        total = max((-(-size // stride) - 1) * stride + k - size, 0)
+    for size, k, s in zip(in_hw, kernel, _pair(stride)):
+        total = max((-(-size // s) - 1) * s + k - size, 0)
         small = total // 2
         begin.append(small if auto == "SAME_UPPER" else total - small)
         end.append(total - begin[-1])
@@ -143,13 +160,17 @@ def _pads(front, node, attrs, in_hw, kernel, stride):
 
 def _out_hw(front, node, in_hw, kernel, stride, pads, ceil=False):
     sizes = []
-    for size, k, lo, hi in zip(in_hw, kernel, pads[:2], pads[2:]):
+    for size, k, lo, hi, s in zip(in_hw, kernel, pads[:2], pads[2:], _pair(stride)):
         span = size + lo + hi - k
-        sizes.append((-(-span // stride) if ceil else span // stride) + 1)
+        sizes.append((-(-span // s) if ceil else span // s) + 1)
     if min(sizes) < 1:
         raise front.g.unsupported(node, f"kernel {kernel} does not fit the padded input "
                                   f"{tuple(in_hw)}")
     return tuple(sizes)
+
+
+def _pair(stride):
+    return tuple(stride) if isinstance(stride, tuple) else (stride, stride)
 
 
 def _conv(front, node):
@@ -161,10 +182,14 @@ def _conv(front, node):
     k, cg, kh, kw = wq.values.shape
     if list(attrs.get("kernel_shape", [kh, kw])) != [kh, kw]:
         raise g.unsupported(node, "kernel_shape disagrees with the weights")
-    _no_dilation(front, node, attrs)
-    stride = _stride(front, node, attrs, CONV_STRIDES)
+    dilations = _dilations(front, node, attrs)
+    stride = _conv_strides(front, node, attrs)
+    # A dilated kernel is the kernel with zero taps between its taps (see onnx_strides).
+    kh, kw = [(n - 1) * d + 1 for n, d in zip((kh, kw), dilations)]
     if kh not in CONV_KERNELS or kw not in CONV_KERNELS:
-        raise g.unsupported(node, f"kernel {kh}x{kw} is not supported (1 to {MAX_KERNEL})")
+        dilated = " once dilated" if dilations != (1, 1) else ""
+        raise g.unsupported(node, f"kernel {kh}x{kw} is not supported (1 to {MAX_KERNEL})"
+                            f"{dilated}")
     c = x.shape[0]
     group = attrs.get("group", 1)
     if group == 1 and cg != c:
@@ -186,9 +211,13 @@ def _conv(front, node):
     bias_real, bias_units = _bias(front, node, bias_name, k, x.scale * w_scale)
 
     def lower(name, out_name, affine, out):
-        w, rq = linear(_where(front, node), x, wq.values, w_scale, bias_real, affine, out,
-                       bias_units)
-        return ir.Conv(name, view.ir, out_name, w, stride, pads, x.zero_point, rq, groups=group)
+        w, rq = linear(_where(front, node), x, dilate(wq.values, dilations), w_scale,
+                       bias_real, affine, out, bias_units)
+        if stride[0] != stride[1]:
+            return phased_conv(name, view.ir, out_name, w, stride, pads, x.shape[1:], (oh, ow),
+                               x.zero_point, rq, group)
+        return ir.Conv(name, view.ir, out_name, w, stride[0], pads, x.zero_point, rq,
+                       groups=group)
     return Main([view], (k, oh, ow), (1, k, oh, ow), lower)
 
 

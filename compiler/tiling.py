@@ -58,8 +58,8 @@ class Geometry:
     pad_top: int
     pad_left: int
     pad_value: int
-    #: ``(a, b, OH, OW)`` of a ConvTranspose phase: output pixel ``(y, x)`` goes to pixel
-    #: ``(2y + a, 2x + b)`` of the ``OH`` x ``OW`` layer output; None: to ``(y, x)``.
+    #: ``(a, b, OH, OW, sy, sx)`` of a ConvTranspose phase: output pixel ``(y, x)`` goes to
+    #: pixel ``(sy * y + a, sx * x + b)`` of the ``OH`` x ``OW`` layer output; None: ``(y, x)``.
     place: tuple = None
 
     @property
@@ -156,19 +156,22 @@ def geometry(layer, graph, cb):
 
 
 def phase_geometry(layer, phase, graph, cb):
-    """:class:`Geometry` of one phase of a ConvTranspose ``layer`` (stride 1, its output
-    pixels placed interleaved); bottom / right pads are implicit, as in :func:`tile_at`."""
+    """:class:`Geometry` of one phase of a ConvTranspose ``layer`` (its output pixels placed
+    interleaved); bottom / right pads are implicit, as in :func:`tile_at`."""
     conv = phase.conv
     c, h, w = graph.tensors[layer.input].shape
     k, oh, ow = graph.tensors[layer.output].shape
     kh, kw = conv.kernel
     top, left = conv.pads[:2]
+    shape = (k, 1) if conv.depthwise and conv.groups == c == k else (k, c)
     if not (1 <= kh <= MAX_KERNEL and 1 <= kw <= MAX_KERNEL and 0 <= min(top, left)
-            and max(top, left) <= MAX_PAD and conv.weight.shape[:2] == (k, c)):
+            and max(top, left) <= MAX_PAD and conv.weight.shape[:2] == shape
+            and 1 <= conv.stride <= MAX_STRIDE):
         _fail(layer.name, f"phase {(phase.a, phase.b)}: kernel {kh}x{kw}, pads "
                           f"{tuple(conv.pads)} or weight {conv.weight.shape} not supported")
-    return Geometry("conv", blocks(c, cb), blocks(k, cb), h, w, phase.rows, phase.cols, kh,
-                    kw, 1, top, left, conv.pad_value, (phase.a, phase.b, oh, ow))
+    return Geometry("dw" if conv.depthwise else "conv", blocks(c, cb), blocks(k, cb), h, w,
+                    phase.rows, phase.cols, kh, kw, conv.stride, top, left, conv.pad_value,
+                    (phase.a, phase.b, oh, ow, *phase.step))
 
 
 def tile_at(g, oy0, th, ox0, tw):

@@ -74,15 +74,17 @@ class GraphBuilder:
     # -- layers ------------------------------------------------------------------------------
     def conv(self, x, cout, kernel=3, stride=1, pads=None, groups=1, bias=True, auto_pad=None,
              dilation=1, gain=1.0):
-        """Convolution with He-initialized weights; ``pads`` defaults to ``kernel // 2``."""
+        """Convolution with He-initialized weights; ``pads`` defaults to ``kernel // 2``;
+        ``stride`` is one number or ``(sh, sw)``."""
         c, h, w = self.shapes[x]
         kh, kw = (kernel, kernel) if np.isscalar(kernel) else kernel
+        sh, sw = (stride, stride) if np.isscalar(stride) else stride
         fan_in = c // groups * kh * kw
         weight = self.rng.normal(0.0, gain * np.sqrt(2.0 / fan_in), (cout, c // groups, kh, kw))
         inputs = [x, self.const("w", weight)]
         if bias:
             inputs.append(self.const("b", self.rng.normal(0.0, 0.05, cout)))
-        attrs = {"kernel_shape": [kh, kw], "strides": [stride, stride]}
+        attrs = {"kernel_shape": [kh, kw], "strides": [sh, sw]}
         ekh, ekw = (kh - 1) * dilation + 1, (kw - 1) * dilation + 1
         if dilation != 1:
             attrs["dilations"] = [dilation, dilation]
@@ -90,16 +92,16 @@ class GraphBuilder:
             attrs["group"] = groups
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
             attrs["auto_pad"] = auto_pad
-            oh, ow = -(-h // stride), -(-w // stride)
+            oh, ow = -(-h // sh), -(-w // sw)
         elif auto_pad == "VALID":
             attrs["auto_pad"] = auto_pad
-            oh, ow = _out_size(h, ekh, stride, 0, 0), _out_size(w, ekw, stride, 0, 0)
+            oh, ow = _out_size(h, ekh, sh, 0, 0), _out_size(w, ekw, sw, 0, 0)
         else:
             if pads is None:
                 pads = (ekh // 2, ekw // 2, ekh // 2, ekw // 2)
             attrs["pads"] = list(pads)
-            oh = _out_size(h, ekh, stride, pads[0], pads[2])
-            ow = _out_size(w, ekw, stride, pads[1], pads[3])
+            oh = _out_size(h, ekh, sh, pads[0], pads[2])
+            ow = _out_size(w, ekw, sw, pads[1], pads[3])
         return self.node("Conv", inputs, (cout, oh, ow), **attrs)
 
     def batchnorm(self, x, gain=1.0, eps=1e-5):

@@ -68,13 +68,14 @@ def _add(layer, a, b):
 
 
 def _conv_transpose(layer, x):
-    """Each phase's convolution placed at its interleaved pixels (``y[:, a::2, b::2]``)."""
+    """Each phase's convolution placed at its interleaved pixels (``y[:, a::sy, b::sx]``)."""
     k = layer.phases[0].conv.weight.shape[0]
     oh = sum(p.rows for p in layer.phases if p.b == 0)
     ow = sum(p.cols for p in layer.phases if p.a == 0)
     y = np.zeros((k, oh, ow), np.int8)
     for p in layer.phases:
-        y[:, p.a::2, p.b::2] = _conv(p.conv, x)[:, :p.rows, :p.cols]
+        sy, sx = p.step
+        y[:, p.a::sy, p.b::sx] = _conv(p.conv, x)[:, :p.rows, :p.cols]
     return y
 
 

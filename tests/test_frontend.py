@@ -348,11 +348,13 @@ def _quantized_float(tmp_path, build):
 
 
 UNSUPPORTED = {
-    "dilation": (lambda g: g.conv("input", 4, 3, dilation=2),
-                 "node 'conv_0' (Conv): dilations=[2, 2] are not supported (only 1)"),
+    # Dilation is supported (a zero-expanded kernel); its padding is still bounded.
+    "dilation_pad16": (lambda g: g.conv("input", 4, 3, dilation=9, pads=(16, 16, 16, 16)),
+                       "node 'conv_0' (Conv): pads (16, 16, 16, 16) are not supported (top "
+                       "and left at most 15)"),
     "stride3": (lambda g: g.conv("input", 4, 3, stride=3),
-                "node 'conv_0' (Conv): strides=[3, 3] are not supported (equal strides in "
-                "[1, 2] only)"),
+                "node 'conv_0' (Conv): strides=[3, 3] are not supported (each in [1, 2] "
+                "only)"),
     "pad16": (lambda g: g.conv("input", 4, 33, pads=(16, 16, 16, 16)),
               "node 'conv_0' (Conv): pads (16, 16, 16, 16) are not supported (top and left "
               "at most 15)"),

@@ -8,7 +8,8 @@ simulator launch, one core each, the EfficientNet-like block (SiLU), the MobileN
 (HardSwish, HardSigmoid), an FPN merge (Resize x2, whose LOADs read each pixel twice, then an
 Add) and a 15x15 convolution of a 4-row input in row bands summed in ABUF (two of them wholly
 in the padding); in a second, a decoder stage whose ConvTranspose (kernel 4, stride 2) is four
-phase convolutions saved interleaved, on two cores. Two inferences each. Every output and the
+phase convolutions saved interleaved, on two cores, and convolutions of strides (2, 1) and
+(1, 2) (two phases each, the same way) and of dilation 2 (a zero-expanded kernel), on one. Two inferences each. Every output and the
 tenant's whole DRAM segment after its last inference must equal the ISS's. The accelerator is
 the one the other RTL tests build (cached under build/rtl).
 """
@@ -21,6 +22,7 @@ from test_concat import _qdq
 from test_lut_activation import efficientnet_block, mobilenetv3_block
 from test_big_kernels import bands_in_the_padding
 from test_conv_transpose import conv_transpose_model
+from test_strides_dilation import strides_atrous_model
 from test_resize import _qdq as _qdq_as_built, fpn
 from test_rtl_models import INFERENCES, quiet, rtl_problems
 from vdla.sim.rtl_scenario import run_scenario_rtl
@@ -34,11 +36,12 @@ pytestmark = pytest.mark.rtl
 LAUNCHES = (
     {"efficientnet": (efficientnet_block, _qdq, 1), "mobilenetv3": (mobilenetv3_block, _qdq, 1),
      "fpn": (fpn, _qdq_as_built, 1), "bands": (bands_in_the_padding, _qdq, 1)},
-    {"decoder": (conv_transpose_model, _qdq_as_built, 2)},
+    {"decoder": (conv_transpose_model, _qdq_as_built, 2),
+     "strides": (strides_atrous_model, _qdq_as_built, 1)},
 )
 #: The layer kind each tenant is here for.
 KINDS = {"efficientnet": "lut", "mobilenetv3": "lut", "fpn": "resize", "bands": "conv",
-         "decoder": "convt"}
+         "decoder": "convt", "strides": "convt"}
 
 
 @pytest.fixture(scope="module")
