@@ -123,23 +123,46 @@ def _fold_static_shapes(model):
     return model
 
 
-def _input_spec(model):
-    """Name and per-sample shape (without batch; None for symbolic dims) of the only input."""
+def _input_specs(model):
+    """``[(name, per-sample shape), ...]`` of the model's inputs (shapes without the batch;
+    None for symbolic dims)."""
     initializers = {init.name for init in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise CompileError(f"model has {len(inputs)} inputs; exactly one is supported")
-    dims = inputs[0].type.tensor_type.shape.dim
-    if len(dims) < 2:
-        raise CompileError(f"input {inputs[0].name!r} has rank {len(dims)}; expected a batch "
-                           f"dimension followed by the sample shape")
-    shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims[1:])
-    return inputs[0].name, shape
+    specs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) < 2:
+            raise CompileError(f"input {value.name!r} has rank {len(dims)}; expected a batch "
+                               f"dimension followed by the sample shape")
+        specs.append((value.name, tuple(d.dim_value if d.HasField("dim_value") else None
+                                        for d in dims[1:])))
+    return specs
 
 
-def _samples(calib, shape, name):
-    """Calibration array -> list of float32 batches of one sample each."""
-    calib = real_float32(calib, "calibration data")
+def _by_input(calib, specs):
+    """``{input name: array}`` from ``calib``: an array for a one-input model, or a mapping
+    holding one array per input."""
+    names = [name for name, _ in specs]
+    if not isinstance(calib, dict):
+        if len(names) != 1:
+            raise CompileError(f"model has {len(names)} inputs ({', '.join(names)}); give the "
+                               f"calibration data as one array per input name (an .npz)")
+        return {names[0]: calib}
+    missing = [name for name in names if name not in calib]
+    extra = sorted(set(calib) - set(names))
+    if missing or extra:
+        what = (f"no array for input {missing[0]!r}" if missing
+                else f"an array {extra[0]!r} that is no model input")
+        raise CompileError(f"calibration data has {what} (inputs: {', '.join(names)})")
+    return calib
+
+
+def _samples(calib, shape, name, named=False):
+    """Calibration array of input ``name`` -> list of float32 batches of one sample each
+    (``named``: the errors name the input, one of several)."""
+    calib = real_float32(calib, f"calibration data of input {name!r}" if named
+                         else "calibration data")
     if calib.ndim == len(shape) + 2 and calib.shape[1] == 1:
         calib = calib[:, 0]                           # (N, 1, *shape): batch already present
     if calib.ndim != len(shape) + 1 or any(want is not None and want != got
@@ -152,21 +175,32 @@ def _samples(calib, shape, name):
     return [sample[None] for sample in calib]
 
 
-def _reader(name, samples):
+def _feeds(calib, specs):
+    """One ``{input name: batch of one}`` per calibration sample, every input's in step."""
+    arrays = _by_input(calib, specs)
+    per_input = {name: _samples(arrays[name], shape, name, len(specs) > 1)
+                 for name, shape in specs}
+    counts = {name: len(samples) for name, samples in per_input.items()}
+    if len(set(counts.values())) > 1:
+        raise CompileError("calibration data holds different numbers of samples per input ("
+                           + ", ".join(f"{name} {n}" for name, n in counts.items()) + ")")
+    return [dict(zip(per_input, batch)) for batch in zip(*per_input.values())]
+
+
+def _reader(feeds):
     from onnxruntime.quantization import CalibrationDataReader
 
     class _OneAtATime(CalibrationDataReader):
         """Feeds the calibration samples to the calibrator one batch-1 input at a time."""
 
         def __init__(self):
-            self._next = iter(samples)
+            self._next = iter(feeds)
 
         def get_next(self):
-            sample = next(self._next, None)
-            return None if sample is None else {name: sample}
+            return next(self._next, None)
 
         def rewind(self):
-            self._next = iter(samples)
+            self._next = iter(feeds)
 
     return _OneAtATime()
 
@@ -185,10 +219,11 @@ def quantize_model(float_path, calib, out_path, per_channel=True, preprocess=Tru
     Parameters
     ----------
     float_path : str, path-like or onnx.ModelProto
-        The float32 model (one input, batch dimension first), of any opset: one older than
+        The float32 model (inputs with the batch dimension first), of any opset: one older than
         :data:`QDQ_OPSET` is converted to it first (:func:`to_qdq_opset`).
-    calib : np.ndarray
-        Calibration inputs, ``(N, *input_shape[1:])`` (or ``(N, 1, *input_shape[1:])``).
+    calib : np.ndarray or dict
+        Calibration inputs, ``(N, *input_shape[1:])`` (or ``(N, 1, *input_shape[1:])``); for a
+        model of several inputs a dict of one such array per input name, the same ``N``.
     out_path : str or path-like
         Where the QDQ model is written.
     per_channel : bool
@@ -214,8 +249,7 @@ def quantize_model(float_path, calib, out_path, per_channel=True, preprocess=Tru
     model = load_proto(float_path)
     refuse_quantized(model, "model" if isinstance(float_path, onnx.ModelProto)
                      else f"model {float_path}")
-    name, shape = _input_spec(model)
-    samples = _samples(calib, shape, name)
+    feeds = _feeds(calib, _input_specs(model))
     model = to_qdq_opset(model)
     out_path = pathlib.Path(out_path)
     with tempfile.TemporaryDirectory(prefix="vdla-quant-") as tmp:
@@ -232,7 +266,7 @@ def quantize_model(float_path, calib, out_path, per_channel=True, preprocess=Tru
                 pass
         try:
             quantize_static(
-                str(source), str(out_path), _reader(name, samples),
+                str(source), str(out_path), _reader(feeds),
                 quant_format=QuantFormat.QDQ, per_channel=per_channel,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax)

@@ -176,7 +176,7 @@ def _compile(t, config):
             return ifp.read_ifp(path, config), None
         if "calib" in t.table:
             from vdla.compiler.quantize import quantize_model
-            calib = _load_array(t, "calib", (".npy",))
+            calib = _load_array(t, "calib", (".npy", ".npz"))
             with tempfile.TemporaryDirectory(prefix="vdla-scenario-") as tmp:
                 qdq = pathlib.Path(tmp) / f"{path.stem}_qdq.onnx"
                 graph = load_model(quantize_model(path, calib, qdq), name=path.stem)

@@ -191,7 +191,8 @@ CASES = [
          "calibration data: dtype <U3"),
     case("quantize-calib-bytes", quantize_args(FLOAT_DIGITS, "bytes.npy"),
          "calibration data: dtype |S1"),
-    case("quantize-calib-npz", quantize_args(FLOAT_DIGITS, "x.npz"), "an .npz archive"),
+    case("quantize-calib-npz-without-the-input", quantize_args(FLOAT_DIGITS, "image.npz"),
+         "calibration data has no array for input 'input'", absent=["q.onnx"]),
     case("quantize-qdq-model", quantize_args(DIGITS, "x.npy"), "digits_qdq.onnx is quantized "
          "already (it has DequantizeLinear, QuantizeLinear)", absent=["q.onnx"]),
     case("quantize-output-in-missing-directory",

@@ -1,7 +1,8 @@
 """Models of several inputs or outputs through `vdla compile`, `vdla run` and `vdla sim`.
 
 A detector's two heads (one Conv trunk feeding two Conv heads, each a model output) and a
-two-input model (each input through a Conv, then Add). `vdla run` takes an .npz holding one
+two-input model (each input through a Conv, then Add; `vdla quantize` calibrates it from an
+.npz of one array per input name). `vdla run` takes an .npz holding one
 array per model input by name (a single .npy still works for a one-input model) and writes an
 .npz holding one array per output by name (an .npy for a one-output model); a scenario's
 ``inputs`` may be such an .npz too. Outputs stay within one quantization step of ONNX Runtime.
@@ -61,24 +62,6 @@ def _batch(shape, count, seed):
     return np.random.default_rng(seed).normal(0, 1, (count, *shape)).astype(np.float32)
 
 
-def _quantize_two_inputs(float_path, out_path):
-    """onnxruntime's quantizer directly: `vdla quantize` calibrates one-input models."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod,
-                                          QuantFormat, QuantType, quantize_static)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.samples = iter([{name: _batch(shape, 1, 40 + i)
-                                  for name, shape in INPUTS.items()} for i in range(8)])
-
-        def get_next(self):
-            return next(self.samples, None)
-
-    quantize_static(str(float_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
-
-
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """Both models quantized and compiled (through the CLI), and the arrays of the runs."""
@@ -86,7 +69,10 @@ def work(tmp_path_factory):
     heads = _two_heads()
     quantize_model(heads, _batch(TRUNK, 8, 30), d / "heads.onnx")
     onnx.save(_two_inputs(), d / "inputs_float.onnx")
-    _quantize_two_inputs(d / "inputs_float.onnx", d / "inputs.onnx")
+    np.savez(d / "calib_ab.npz", **{name: _batch(shape, 8, 40 + i)
+                                    for i, (name, shape) in enumerate(INPUTS.items())})
+    assert cli.main(["quantize", str(d / "inputs_float.onnx"), "--calib",
+                     str(d / "calib_ab.npz"), "-o", str(d / "inputs.onnx")]) == 0
     for name in ("heads", "inputs"):
         assert cli.main(["compile", str(d / f"{name}.onnx"), "-o", str(d / f"{name}.ifp")]) == 0
     np.save(d / "x.npy", _batch(TRUNK, 3, 1))
@@ -174,15 +160,24 @@ def test_bad_npz_input_is_a_one_line_error(work, capsys, ifp, x, fragments):
     assert not out.exists()
 
 
-def _scenario(work, name, inputs):
+def _scenario(work, name, inputs, model="inputs.onnx", extra=""):
     path = work / f"{name}.toml"
-    path.write_text(f'[[tenant]]\nname = "AB"\nmodel = "inputs.onnx"\ncores = 2\n'
-                    f'inferences = 3\ninputs = "{inputs}"\n')
+    path.write_text(f'[[tenant]]\nname = "AB"\nmodel = "{model}"\ncores = 2\n'
+                    f'inferences = 3\ninputs = "{inputs}"\n{extra}')
     return path
 
 
 def test_scenario_takes_an_npz_per_input(work, capsys):
     status, out, err = run_cli(capsys, "sim", _scenario(work, "ab", "ab.npz"))
+    assert status == 0, err
+    assert "all outputs exact" in out
+
+
+def test_scenario_quantizes_a_two_input_model_from_an_npz(work, capsys):
+    """The float model and its calibration .npz in the scenario: quantized, compiled, run."""
+    path = _scenario(work, "ab_float", "ab.npz", model="inputs_float.onnx",
+                     extra='calib = "calib_ab.npz"\n')
+    status, out, err = run_cli(capsys, "sim", path)
     assert status == 0, err
     assert "all outputs exact" in out
 
@@ -195,3 +190,22 @@ def test_scenario_takes_an_npz_per_input(work, capsys):
 def test_scenario_refuses_a_bad_npz(work, capsys, x, fragment):
     status, _, err = run_cli(capsys, "sim", _scenario(work, "bad", x))
     assert_one_line_error(status, err, "tenant[0] (AB).inputs", fragment)
+
+
+@pytest.mark.parametrize("calib, message", [
+    ("x.npy", "model has 2 inputs (a, b); give the calibration data as one array per input "
+              "name (an .npz)"),
+    ("a_only.npz", "calibration data has no array for input 'b' (inputs: a, b)"),
+    ("ab_extra.npz", "calibration data has an array 'c' that is no model input (inputs: a, b)"),
+    ("ab_counts.npz", "calibration data holds different numbers of samples per input (a 2, "
+                      "b 1)"),
+    ("ab_shape.npz", "calibration data of shape (2, 3, 8, 8) does not match input 'b' of "
+                     "per-sample shape (2, 8, 8)"),
+])
+def test_quantize_refuses_calibration_that_does_not_fit_the_inputs(work, tmp_path, capsys,
+                                                                   calib, message):
+    out = tmp_path / "q.onnx"
+    status, _, err = run_cli(capsys, "quantize", work / "inputs_float.onnx", "--calib",
+                             work / calib, "-o", out)
+    assert_one_line_error(status, err, "vdla quantize: error:", message)
+    assert not out.exists()

@@ -212,9 +212,10 @@ def cmd_compile(args):
 def cmd_quantize(args):
     from .compiler.quantize import quantize_model
     _output_file(args.output, "-o")
-    calib = _load_npy(args.calib)
+    calib = _load_npy(args.calib, archive=True)
     quantize_model(args.model, calib, args.output)
-    print(f"{args.output}: int8 QDQ model calibrated on {len(calib)} samples")
+    count = len(next(iter(calib.values()))) if isinstance(calib, dict) else len(calib)
+    print(f"{args.output}: int8 QDQ model calibrated on {count} samples")
     return 0
 
 
@@ -416,7 +417,9 @@ def build_parser():
 
     p = sub.add_parser("quantize", help="float ONNX + calibration data -> int8 QDQ ONNX (ORT)")
     p.add_argument("model", help="float ONNX model")
-    p.add_argument("--calib", required=True, help=".npy array of calibration inputs")
+    p.add_argument("--calib", required=True,
+                   help=".npy array of calibration inputs (N, ...), or for a model of several "
+                        "inputs an .npz holding one such array per input name")
     p.add_argument("-o", "--output", required=True, help="QDQ ONNX model to write")
     p.set_defaults(func=cmd_quantize)
 
