@@ -98,7 +98,7 @@ SEEDS ?= 1
 MEMORY ?=
 CONFIG ?=
 synth: $(STAMP)
-	$(BIN)/python -m vdla.boards.synth --board $(BOARD) --seeds $(SEEDS) $(if $(MEMORY),--memory $(MEMORY)) $(if $(CONFIG),--config $(CONFIG))
+	$(BIN)/python -m vdla.boards.synth --board $(BOARD) --seeds $(SEEDS) $(if $(MEMORY),--memory $(MEMORY)) $(if $(CONFIG),--config $(CONFIG)) $(if $(FREQ),--freq $(FREQ))
 
 program: $(STAMP)
 	$(BIN)/python -m vdla.boards.program --board $(BOARD)

@@ -11,6 +11,17 @@ __all__ = ["BOARD", "MULT18X18D", "dsp_budget"]
 MULT18X18D = 156
 
 
+def multiplier_plan(config):
+    """The ULX3S's plan: :func:`dsp_budget`, except that two 8x8 cores keep both PE arrays on
+    the carry chain. On DSP blocks they crowd the die's upper rows, where that build's routing
+    congested; off them it routes (docs/boards.md), and at two thirds of the LUTs it has the
+    LUTs to spare. Four cores need the blocks to fit."""
+    plan = dsp_budget(config)
+    if config.cores == 2:
+        plan = [("carry", post) for _, post in plan]
+    return plan
+
+
 def dsp_budget(config, blocks=MULT18X18D):
     """Per core, which multipliers go to DSP blocks: Yosys packs one int8 product per block
     (TOOLCHAIN.md), so ``icp * ocp`` for a PE array and two per output lane for
@@ -41,7 +52,7 @@ BOARD = Board(
     baud=3_000_000,
     # What the cores leave of the 208 DP16KD; SDRAM is the way to larger models.
     ram_bytes=32 * 1024,
-    multipliers=dsp_budget, synth_opts="", programmer=("-b", "ulx3s"), bitstream="bit",
+    multipliers=multiplier_plan, synth_opts="", programmer=("-b", "ulx3s"), bitstream="bit",
     # 32 MB of SDR SDRAM (boards/sdram.py) with MEMORY=sdram. On-chip RAM (ram_bytes above)
     # stays the default: its netlist is checked at gate level, and the host sizes its DRAM
     # from ram_bytes.

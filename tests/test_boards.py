@@ -13,7 +13,7 @@ from amaranth_boards.icebreaker import ICEBreakerPlatform
 from vdla.boards import breakdown, program, synth
 from vdla.boards.board import BoardDesign
 from vdla.boards.pll import make_pll
-from vdla.boards.ulx3s import MULT18X18D, dsp_budget
+from vdla.boards.ulx3s import MULT18X18D, dsp_budget, multiplier_plan
 from vdla.config import get_config
 
 
@@ -81,6 +81,12 @@ def test_ulx3s_dsp_budget():
     assert plan == [("dsp", "dsp"), ("carry", "dsp"), ("carry", "dsp"), ("carry", "dsp")]
     assert used <= MULT18X18D
     assert dsp_budget(config.replace(cores=1)) == [("dsp", "dsp")]
+
+
+def test_ulx3s_two_cores_keep_their_pe_arrays_off_the_dsp_blocks():
+    assert multiplier_plan(get_config("ulx3s-2x8")) == [("carry", "dsp")] * 2
+    assert multiplier_plan(get_config("ulx3s-8x4")) == dsp_budget(get_config("ulx3s-8x4"))
+    assert synth.get_board("ulx3s").multipliers is multiplier_plan
 
 
 def test_nextpnr_arguments_are_the_platforms():

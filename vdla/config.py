@@ -149,8 +149,10 @@ CONFIGS = {
                         ibuf_depth=2048, wbuf_depth=256, pbuf_depth=256, obuf_depth=512,
                         imem_depth=4096, clock_mhz=50.0, dram_addr_bits=32),
     # The ULX3S's 8x8 cores, two of them: the peak of ulx3s-8x4 (128 MACs) in half the
-    # cores, and the core hash of ulx3s (its programs run here unchanged).
-    "ulx3s-2x8": Config(name="ulx3s-2x8", cores=2, tenants=4, icp=8, ocp=8,
+    # cores, and the core hash of ulx3s (its programs run here unchanged). Two tenants, the
+    # most two cores run at once: the first-level dispatch and the register block, which grow
+    # with the tenants, were where its routing congested (docs/boards.md). It routes.
+    "ulx3s-2x8": Config(name="ulx3s-2x8", cores=2, tenants=2, icp=8, ocp=8,
                         ibuf_depth=2048, wbuf_depth=256, pbuf_depth=256, obuf_depth=512,
                         imem_depth=4096, clock_mhz=50.0, dram_addr_bits=32),
     # iCEBreaker (iCE40UP5K): one core on its 8 DSPs, 8 inputs x 1 output channel per cycle;
