@@ -12,7 +12,8 @@ DequantizeLinear nodes of the layer's int8 operands::
 Identity, Dropout and reshapes (Flatten, Reshape, Squeeze, Unsqueeze) may appear anywhere on
 the way. A chain that only a table computes (Sigmoid, SiLU, ...) is one lookup layer instead
 (:mod:`.onnx_lut`); a constant Pad is folded into its consumers' pads or copied
-(:mod:`.onnx_pad`); a nearest-neighbour Resize by an integer factor is an upsampling layer
+(:mod:`.onnx_pad`); a channel Split or Slice is a 1x1 copy selecting channels
+(:mod:`.onnx_split`); a nearest-neighbour Resize by an integer factor is an upsampling layer
 (:mod:`.onnx_resize`). The affine operators are folded into the per-channel requantization, the
 clamps into its ``lo``/``hi``. A segment without a main op (``DQ -> Relu -> Q`` with new
 parameters, or a bare scale change) becomes a requantizing 1x1 max pooling, or a depthwise 1x1
@@ -43,6 +44,7 @@ from .onnx_lut import add_lookup, needs_table
 from .onnx_main import MAIN_OPS, parse_main, requant_layer
 from .onnx_pad import add_pad
 from .onnx_resize import add_resize
+from .onnx_split import SPLIT_OPS, add_split
 from .quant import clamp_range
 
 __all__ = ["load_model"]
@@ -300,6 +302,11 @@ class _Frontend:
         if resize is not None:
             add_resize(self, q, resize)
             return
+        for op in SPLIT_OPS:
+            part = self.quantized_node(q, op)
+            if part is not None:
+                add_split(self, q, part)
+                return
         lookup = needs_table(self, q)
         if lookup is not None:
             add_lookup(self, q, lookup)

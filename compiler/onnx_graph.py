@@ -27,7 +27,7 @@ SUPPORTED_OPS = PASS_THROUGH | RESHAPES | {
     "Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div",
     "Relu", "Clip", "BatchNormalization",
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "Concat",
-    "Pad", "Resize",
+    "Pad", "Resize", "Split", "Slice",
     # Element-wise activations, as lookup tables (vdla.compiler.onnx_lut).
     "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu", "PRelu",
     # Only at the model's edges, done by the host (vdla.compiler.onnx_host).
